@@ -1,0 +1,165 @@
+"""Settings shared by every environment, all read through django-environ.
+
+A `.env` file at the repository root is read when present; real environment variables win.
+`.env.example` documents every variable read here.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# The key used by dev and test; prod refuses to start with it.
+DEVELOPMENT_SECRET_KEY = "dev-insecure-0f1c2e9b7a-not-for-production"
+
+SECRET_KEY = env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "events",
+    "reservations",
+    "payments",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db(
+        "DATABASE_URL",
+        default="postgres://reservations:reservations@127.0.0.1:5432/reservations",
+    )
+}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / ".local" / "static"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_THROTTLE_RATES": {
+        "writes": env.str("API_WRITE_THROTTLE_RATE", default="120/min"),
+    },
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Concert seat reservations",
+    "DESCRIPTION": "Reserve seats and pay for them; every change is announced on Kafka "
+    "through a transactional outbox.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Celery (periodic housekeeping) ---------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_BEAT_SCHEDULE: dict = {}
+
+# --- Kafka and the event pipeline -----------------------------------------------------
+KAFKA_BOOTSTRAP_SERVERS = env.str("KAFKA_BOOTSTRAP_SERVERS", default="127.0.0.1:9092")
+# Prepended to every topic name; the test suite sets a unique one per run.
+KAFKA_TOPIC_PREFIX = env.str("KAFKA_TOPIC_PREFIX", default="")
+KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=3)
+KAFKA_REPLICATION_FACTOR = env.int("KAFKA_REPLICATION_FACTOR", default=1)
+# The report keeps events for 7 days.
+KAFKA_TOPIC_RETENTION_MS = env.int("KAFKA_TOPIC_RETENTION_MS", default=7 * 24 * 3600 * 1000)
+KAFKA_CONSUMER_GROUP = env.str("KAFKA_CONSUMER_GROUP", default="reservation-service")
+# "consumer" is KIP-848's broker-driven protocol; "classic" uses cooperative-sticky.
+KAFKA_GROUP_PROTOCOL = env.str("KAFKA_GROUP_PROTOCOL", default="consumer")
+
+# Logical event streams -> topic names (the report's names are the defaults).
+EVENT_TOPICS = {
+    "seat-reserved": env.str("TOPIC_SEAT_RESERVED", default="seat-reserved-topic"),
+    "reservation": env.str("TOPIC_RESERVATION", default="reservation-topic"),
+    "payment-complete": env.str("TOPIC_PAYMENT_COMPLETE", default="payment-complete-topic"),
+    "seat-hold-expired": env.str(
+        "TOPIC_SEAT_HOLD_EXPIRED", default="seat-hold-expired-topic"
+    ),
+}
+EVENT_DLQ_TOPICS = {
+    "seat-reserved": env.str("TOPIC_SEAT_RESERVED_DLQ", default="seat-reserved-dlq"),
+    "reservation": env.str("TOPIC_RESERVATION_DLQ", default="reservation-dlq"),
+    "payment-complete": env.str(
+        "TOPIC_PAYMENT_COMPLETE_DLQ", default="payment-complete-dlq"
+    ),
+    "seat-hold-expired": env.str(
+        "TOPIC_SEAT_HOLD_EXPIRED_DLQ", default="seat-hold-expired-dlq"
+    ),
+}
+
+# Retries: the report's @RetryableTopic(attempts = "3", backoff = @Backoff(delay = 1000)),
+# doubling each time.
+EVENTS_RETRY_ATTEMPTS = env.int("EVENTS_RETRY_ATTEMPTS", default=3)
+EVENTS_RETRY_BACKOFF_MS = env.int("EVENTS_RETRY_BACKOFF_MS", default=1000)
+EVENTS_RETRY_BACKOFF_MULTIPLIER = env.float("EVENTS_RETRY_BACKOFF_MULTIPLIER", default=2.0)
+EVENTS_RETRY_BACKOFF_MAX_MS = env.int("EVENTS_RETRY_BACKOFF_MAX_MS", default=30_000)
+
+OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=2000)
+OUTBOX_RELAY_POLL_INTERVAL = env.float("OUTBOX_RELAY_POLL_INTERVAL", default=1.0)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}

@@ -1,0 +1,71 @@
+"""`manage.py relay_outbox`: run the outbox relay until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from events.conf import pipeline_settings
+from events.kafka import KafkaException, missing_topics
+from events.relay import OutboxRelay
+
+logger = logging.getLogger("events.relay")
+
+
+class Command(BaseCommand):
+    help = "Send committed outbox events to Kafka (one leader; extra relays are standbys)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--batch-size", type=int, default=None)
+        parser.add_argument(
+            "--poll-interval",
+            type=float,
+            default=None,
+            help="Seconds between polls when no NOTIFY arrives.",
+        )
+        parser.add_argument(
+            "--metrics-port", type=int, default=None, help="Serve Prometheus metrics here."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        conf = pipeline_settings()
+        for name in ("batch_size", "poll_interval"):
+            if options[name] is not None and options[name] <= 0:
+                raise CommandError(f"--{name.replace('_', '-')} must be positive")
+        topics = [conf.topic(stream) for stream in conf.streams]
+        try:
+            missing = missing_topics(topics)
+        except KafkaException as exc:
+            raise CommandError(
+                f"cannot reach Kafka at {conf.bootstrap_servers}: {exc}"
+            ) from exc
+        if missing:
+            raise CommandError(
+                f"topics missing on {conf.bootstrap_servers}: {', '.join(missing)}. "
+                "Run `manage.py create_topics` first."
+            )
+        if options["metrics_port"]:
+            from prometheus_client import start_http_server
+
+            start_http_server(options["metrics_port"])
+        relay = OutboxRelay(
+            batch_size=options["batch_size"], poll_interval=options["poll_interval"]
+        )
+
+        def shutdown(signum: int, _frame: object) -> None:
+            logger.info("signal %d: finishing the batch in flight, then stopping", signum)
+            relay.stop()
+
+        signal.signal(signal.SIGTERM, shutdown)
+        signal.signal(signal.SIGINT, shutdown)
+        logger.info(
+            "relay_outbox starting (bootstrap %s, batch %d, poll %.1f s)",
+            conf.bootstrap_servers,
+            relay.batch_size,
+            relay.poll_interval,
+        )
+        relay.run()
+        logger.info("relay_outbox stopped")

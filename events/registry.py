@@ -1,0 +1,96 @@
+"""Handlers: plain functions of one event, registered per stream with `@handler`.
+
+    @handler("seat-reserved", events=[SeatReserved])
+    def complete_reservation(event: SeatReserved) -> None:
+        reservation_complete(reservation_id=event.reservation_id)
+
+`run_consumers` reads this registry. The runner owns everything around the call: the
+inbox row in the handler's transaction, retries, dead letters, metrics. A handler only
+does the business thing, and raises `PoisonMessage` for input no retry can fix.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from events.conf import RetryPolicy
+from events.types import Event
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class RetryMode(enum.StrEnum):
+    # Failed events move to retry topics and wait there; the partition keeps flowing.
+    TOPIC = "topic"
+    # Failed events are retried in place; the partition waits (strict per-key order).
+    BLOCKING = "blocking"
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    name: str
+    stream: str
+    event_types: frozenset[str] | None
+    func: Callable[[Any], None]
+    retry: RetryMode
+    retry_policy: RetryPolicy | None
+
+    def accepts(self, event_type: str) -> bool:
+        return self.event_types is None or event_type in self.event_types
+
+
+_HANDLERS: dict[str, HandlerSpec] = {}
+
+
+def handler(
+    stream: str,
+    *,
+    events: Iterable[type[Event]] | None = None,
+    retry: RetryMode | str = RetryMode.TOPIC,
+    retry_policy: RetryPolicy | None = None,
+    name: str | None = None,
+) -> Callable[[F], F]:
+    """Register the decorated function as a handler of `stream`.
+
+    `events` limits it to some event types (default: every type on the stream);
+    `retry_policy` overrides the settings' policy for this handler. The handler's
+    name (module.function unless given) keys its inbox rows: renaming a handler makes
+    it see old events as new.
+    """
+    if not isinstance(stream, str) or not stream:
+        raise TypeError("@handler needs the stream it consumes, e.g. @handler('seat-reserved')")
+    mode = RetryMode(retry)
+    types = frozenset(cls.event_type for cls in events) if events is not None else None
+
+    def register(func: F) -> F:
+        spec_name = name or f"{func.__module__}.{func.__qualname__}"
+        existing = _HANDLERS.get(spec_name)
+        if existing is not None and existing.func is not func:
+            raise ValueError(f"a handler named {spec_name!r} is already registered")
+        _HANDLERS[spec_name] = HandlerSpec(
+            name=spec_name,
+            stream=stream,
+            event_types=types,
+            func=func,
+            retry=mode,
+            retry_policy=retry_policy,
+        )
+        return func
+
+    return register
+
+
+def registered_handlers() -> dict[str, HandlerSpec]:
+    return dict(_HANDLERS)
+
+
+def handlers_for(stream: str) -> list[HandlerSpec]:
+    return [spec for spec in _HANDLERS.values() if spec.stream == stream]
+
+
+def unregister(name: str) -> None:
+    """Remove a handler (tests register throw-away handlers)."""
+    _HANDLERS.pop(name, None)

@@ -1,0 +1,52 @@
+"""Creating the pipeline's topics: main, retry and dead-letter topics of every stream."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from events.conf import pipeline_settings
+from events.kafka import KafkaError, NewTopic, build_admin
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicResult:
+    name: str
+    created: bool
+
+
+def create_topics(names: list[str] | None = None, *, timeout: float = 30.0) -> list[TopicResult]:
+    """Create the topics that do not exist yet; existing ones are left as they are.
+
+    Running it twice changes nothing: a topic that exists is reported as not created.
+    """
+    conf = pipeline_settings()
+    names = names if names is not None else conf.all_topics()
+    admin = build_admin()
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [
+        NewTopic(
+            name,
+            num_partitions=conf.partitions,
+            replication_factor=conf.replication_factor,
+            config={"retention.ms": str(conf.retention_ms)},
+        )
+        for name in names
+        if name not in existing
+    ]
+    created: set[str] = set()
+    if wanted:
+        futures = admin.create_topics(wanted, operation_timeout=timeout)
+        for name, future in futures.items():
+            try:
+                future.result(timeout=timeout)
+                created.add(name)
+                logger.info("created topic %s", name)
+            except Exception as exc:
+                error = exc.args[0] if exc.args else None
+                if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue
+                raise
+    return [TopicResult(name=name, created=name in created) for name in names]

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Start, stop or check the local PostgreSQL cluster (Debian's postgresql package).
+#
+# PostgreSQL refuses to run as root, so the cluster belongs to the postgres user and is
+# driven through Debian's pg_ctlcluster. The role and database named by PG_USER/PG_DB
+# (defaults match DATABASE_URL's default in config/settings) are created on first start;
+# the role may create databases because pytest-django creates the test database.
+set -euo pipefail
+
+PG_VERSION=${PG_VERSION:-15}
+PG_CLUSTER=${PG_CLUSTER:-main}
+PG_PORT=${PG_PORT:-5432}
+PG_USER=${PG_USER:-reservations}
+PG_PASSWORD=${PG_PASSWORD:-reservations}
+PG_DB=${PG_DB:-reservations}
+
+as_postgres() { runuser -u postgres -- "$@"; }
+
+psql_admin() { as_postgres psql -p "$PG_PORT" -v ON_ERROR_STOP=1 -qAt "$@"; }
+
+ensure_cluster() {
+  if ! pg_lsclusters -h | awk '{print $1"/"$2}' | grep -qx "$PG_VERSION/$PG_CLUSTER"; then
+    echo "postgres: creating cluster $PG_VERSION/$PG_CLUSTER on port $PG_PORT"
+    pg_createcluster "$PG_VERSION" "$PG_CLUSTER" -p "$PG_PORT" >/dev/null
+  fi
+  # Room for the concurrency tests (50 parallel requests) plus relays and consumers.
+  pg_conftool "$PG_VERSION" "$PG_CLUSTER" set max_connections 200
+  pg_conftool "$PG_VERSION" "$PG_CLUSTER" set listen_addresses 'localhost'
+}
+
+is_running() { pg_lsclusters -h | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1==v && $2==c {print $4}' | grep -q online; }
+
+start() {
+  ensure_cluster
+  if is_running; then
+    echo "postgres: already running on port $PG_PORT"
+  else
+    pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start
+  fi
+  for _ in $(seq 1 30); do
+    pg_isready -q -h 127.0.0.1 -p "$PG_PORT" && break
+    sleep 1
+  done
+  if ! pg_isready -q -h 127.0.0.1 -p "$PG_PORT"; then
+    echo "postgres: not ready on 127.0.0.1:$PG_PORT after 30 s; see /var/log/postgresql/" >&2
+    exit 1
+  fi
+  if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname='$PG_USER'")" != 1 ]; then
+    psql_admin -c "CREATE ROLE \"$PG_USER\" LOGIN CREATEDB PASSWORD '$PG_PASSWORD'"
+  fi
+  if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname='$PG_DB'")" != 1 ]; then
+    psql_admin -c "CREATE DATABASE \"$PG_DB\" OWNER \"$PG_USER\""
+  fi
+  echo "postgres: ready on 127.0.0.1:$PG_PORT (database $PG_DB, role $PG_USER)"
+}
+
+stop() {
+  if is_running; then pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" stop -m fast; fi
+  echo "postgres: stopped"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) is_running ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
