@@ -44,19 +44,30 @@ class OutboxEventAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.action(description="Re-publish selected parked events", permissions=["change"])
+    @admin.action(
+        description="Re-publish selected parked events", permissions=["change"]
+    )
     def republish(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = queryset.filter(parked_at__isnull=False).update(
             parked_at=None, sent_at=None, last_error=""
         )
         self.message_user(
-            request, f"{count} parked event(s) queued for the relay again.", messages.SUCCESS
+            request,
+            f"{count} parked event(s) queued for the relay again.",
+            messages.SUCCESS,
         )
 
 
 @admin.register(InboxEntry)
 class InboxEntryAdmin(admin.ModelAdmin):
-    list_display = ("event_id", "handler", "topic", "partition", "offset", "processed_at")
+    list_display = (
+        "event_id",
+        "handler",
+        "topic",
+        "partition",
+        "offset",
+        "processed_at",
+    )
     list_filter = ("handler", "topic")
     search_fields = ("event_id",)
     readonly_fields = [f.name for f in InboxEntry._meta.fields]

@@ -90,7 +90,9 @@ class PipelineSettings:
 def pipeline_settings() -> PipelineSettings:
     missing = set(settings.EVENT_TOPICS) ^ set(settings.EVENT_DLQ_TOPICS)
     if missing:
-        raise ValueError(f"EVENT_TOPICS and EVENT_DLQ_TOPICS differ on {sorted(missing)}")
+        raise ValueError(
+            f"EVENT_TOPICS and EVENT_DLQ_TOPICS differ on {sorted(missing)}"
+        )
     return PipelineSettings(
         bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
         topic_prefix=settings.KAFKA_TOPIC_PREFIX,

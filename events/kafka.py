@@ -46,10 +46,9 @@ __all__ = [
 PERMANENT_PRODUCE_ERRORS = frozenset(
     {
         KafkaError.MSG_SIZE_TOO_LARGE,
-        KafkaError._MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
         KafkaError.INVALID_RECORD,
         KafkaError.RECORD_LIST_TOO_LARGE,
-        KafkaError.CORRUPT_MESSAGE,
         KafkaError.INVALID_MSG,
     }
 )

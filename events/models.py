@@ -61,6 +61,7 @@ class InboxEntry(models.Model):
     topic = models.CharField(max_length=249)
     partition = models.IntegerField()
     offset = models.BigIntegerField()
+    attempt = models.PositiveSmallIntegerField(default=1)
     processed_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -72,3 +73,35 @@ class InboxEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.handler} handled {self.event_id}"
+
+
+class FailedAttempt(models.Model):
+    """One failed run of a handler on an event, and what the runner did about it."""
+
+    class Outcome(models.TextChoices):
+        RETRY_SCHEDULED = "retry_scheduled", "retry scheduled"
+        RETRIED_IN_PLACE = "retried_in_place", "retried in place"
+        DEAD_LETTERED = "dead_lettered", "dead-lettered"
+
+    event_id = models.UUIDField(null=True, blank=True)
+    handler = models.CharField(max_length=200, blank=True)
+    topic = models.CharField(max_length=249)
+    partition = models.IntegerField()
+    offset = models.BigIntegerField()
+    attempt = models.PositiveSmallIntegerField()
+    exception_class = models.CharField(max_length=255)
+    message = models.TextField(blank=True)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["event_id", "handler"]),
+            models.Index(fields=["failed_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.handler} attempt {self.attempt} on {self.event_id}: {self.outcome}"
+        )

@@ -38,7 +38,7 @@ def publish(event: Event, *, headers: dict[str, str] | None = None) -> OutboxEve
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-            [PUBLISH_LOCK_CLASS, f"{topic}\x00{key}"],
+            [PUBLISH_LOCK_CLASS, f"{topic}/{key}"],
         )
     event_id, envelope = new_envelope(event)
     all_headers = {

@@ -61,7 +61,9 @@ def handler(
     it see old events as new.
     """
     if not isinstance(stream, str) or not stream:
-        raise TypeError("@handler needs the stream it consumes, e.g. @handler('seat-reserved')")
+        raise TypeError(
+            "@handler needs the stream it consumes, e.g. @handler('seat-reserved')"
+        )
     mode = RetryMode(retry)
     types = frozenset(cls.event_type for cls in events) if events is not None else None
 

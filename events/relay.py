@@ -10,8 +10,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import psycopg
 from django.db import connections
@@ -157,7 +158,9 @@ class OutboxRelay:
         if self._producer is not None:
             remaining = self._producer.flush(10)
             if remaining:
-                logger.warning("relay stopped with %d messages unacknowledged", remaining)
+                logger.warning(
+                    "relay stopped with %d messages unacknowledged", remaining
+                )
         if self._conn is not None:
             self._conn.close()
         self.is_leader = False
@@ -230,8 +233,11 @@ class OutboxRelay:
         outcomes: dict[int, tuple[KafkaError | None, int, int]] = {}
         on_delivery = functools.partial(_record_delivery, outcomes)
         for row_id, topic, key, payload, headers in rows:
-            self._produce(producer, outcomes, on_delivery, row_id, topic, key, payload, headers)
-        self._wait_for_acks(producer, outcomes, len(rows))
+            self._produce(
+                producer, outcomes, on_delivery, row_id, topic, key, payload, headers
+            )
+        self._wait_for_acks(producer, lambda: len(outcomes) == len(rows))
+        self._isolate_refused(producer, rows, outcomes, on_delivery)
         self._record(rows, outcomes, result)
         metrics.OUTBOX_BATCH_SECONDS.observe(time.perf_counter() - started)
         return result
@@ -265,24 +271,46 @@ class OutboxRelay:
                 outcomes[row_id] = (exc.args[0], -1, -1)
                 return
 
-    def _wait_for_acks(
+    def _isolate_refused(
         self,
         producer: Producer,
+        rows: list[tuple[Any, ...]],
         outcomes: dict[int, tuple[KafkaError | None, int, int]],
-        expected: int,
+        on_delivery: Callable[..., None],
     ) -> None:
+        """Send each refused row again on its own, so only the real culprit is parked.
+
+        The broker refuses a whole record batch when one record in it is too large, and
+        librdkafka does not split batches the way the Java producer does: every row of
+        that batch comes back MSG_SIZE_TOO_LARGE. Sent alone, the innocent ones succeed.
+        """
+        refused = [
+            row
+            for row in rows
+            if (error := outcomes[row[0]][0]) is not None
+            and error.code() in PERMANENT_PRODUCE_ERRORS
+        ]
+        if not refused:
+            return
+        for row in refused:
+            del outcomes[row[0]]
+        for row in refused:
+            self._produce(producer, outcomes, on_delivery, *row)
+            self._wait_for_acks(producer, lambda row_id=row[0]: row_id in outcomes)
+
+    def _wait_for_acks(self, producer: Producer, done: Callable[[], bool]) -> None:
         # librdkafka keeps retrying while the broker is away and fails each message
         # after delivery.timeout.ms, so this loop ends; meanwhile say what we wait for.
-        waited = 0.0
-        while len(outcomes) < expected:
-            producer.flush(1.0)
-            if len(outcomes) < expected:
-                waited += 1.0
+        waited = 0
+        while not done():
+            remaining = producer.flush(1.0)
+            if not done():
+                waited += 1
                 if waited % 5 == 0:
                     logger.warning(
-                        "waiting %.0f s for the broker to acknowledge %d events",
+                        "waiting %d s for the broker to acknowledge %d events",
                         waited,
-                        expected - len(outcomes),
+                        remaining,
                     )
 
     def _record(
@@ -309,14 +337,19 @@ class OutboxRelay:
                 parked.append((row_id, f"{error.name()}: {error.str()}"))
             else:
                 failed.append((row_id, f"{error.name()}: {error.str()}"))
+                if error.fatal():
+                    # An idempotent producer in a fatal state refuses everything after:
+                    # start a new one (new producer id) for the next batch.
+                    logger.error("producer fatal error %s; recreating it", error.str())
+                    self._producer = None
         with self._conn.transaction():
             if sent_ids:
                 self._conn.execute(MARK_SENT_SQL, (sent_ids, partitions, offsets))
             if parked:
-                ids, errors = zip(*parked)
+                ids, errors = zip(*parked, strict=False)
                 self._conn.execute(PARK_SQL, (list(ids), list(errors)))
             if failed:
-                ids, errors = zip(*failed)
+                ids, errors = zip(*failed, strict=False)
                 self._conn.execute(NOTE_ERROR_SQL, (list(ids), list(errors)))
         by_topic: dict[str, int] = {}
         for row_id in sent_ids:

@@ -17,7 +17,9 @@ class TopicResult:
     created: bool
 
 
-def create_topics(names: list[str] | None = None, *, timeout: float = 30.0) -> list[TopicResult]:
+def create_topics(
+    names: list[str] | None = None, *, timeout: float = 30.0
+) -> list[TopicResult]:
     """Create the topics that do not exist yet; existing ones are left as they are.
 
     Running it twice changes nothing: a topic that exists is reported as not created.
@@ -46,7 +48,10 @@ def create_topics(names: list[str] | None = None, *, timeout: float = 30.0) -> l
                 logger.info("created topic %s", name)
             except Exception as exc:
                 error = exc.args[0] if exc.args else None
-                if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                if (
+                    isinstance(error, KafkaError)
+                    and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
+                ):
                     continue
                 raise
     return [TopicResult(name=name, created=name in created) for name in names]

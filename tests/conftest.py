@@ -6,6 +6,7 @@ tests can run while `make run` uses the same broker, and runs never see each oth
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -22,7 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def kafka_bootstrap() -> str:
     """The broker's address; starts the project's broker when none was given."""
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        subprocess.run(["bash", str(ROOT / "infra/kafka/kafka.sh"), "start"], check=True)
+        subprocess.run(
+            ["bash", str(ROOT / "infra/kafka/kafka.sh"), "start"], check=True
+        )
     return pipeline_settings().bootstrap_servers
 
 
@@ -36,10 +39,63 @@ def kafka_topics(kafka_bootstrap: str) -> Iterator[PipelineSettings]:
     create_topics()
     yield conf
     admin = build_admin()
-    ours = [t for t in admin.list_topics(timeout=10).topics if t.startswith(conf.topic_prefix)]
+    ours = [
+        t
+        for t in admin.list_topics(timeout=10).topics
+        if t.startswith(conf.topic_prefix)
+    ]
     if ours:
         for future in admin.delete_topics(ours, operation_timeout=30).values():
-            try:
+            # Cleanup must not fail the run.
+            with contextlib.suppress(Exception):
                 future.result(timeout=30)
-            except Exception:  # noqa: BLE001 - cleanup must not fail the run
-                pass
+
+
+@pytest.fixture
+def subprocess_env(
+    kafka_topics: PipelineSettings, transactional_db: None
+) -> dict[str, str]:
+    """Environment for a `manage.py` child process that shares this test's DB and topics."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings.test",
+        KAFKA_TOPIC_PREFIX=kafka_topics.topic_prefix,
+        KAFKA_CONSUMER_GROUP=kafka_topics.consumer_group,
+        KAFKA_BOOTSTRAP_SERVERS=kafka_topics.bootstrap_servers,
+        DATABASE_URL=(
+            f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST'] or '127.0.0.1'}:"
+            f"{s['PORT'] or 5432}/{s['NAME']}"
+        ),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def spare_broker() -> Iterator[str]:
+    """A second, disposable broker that a test may stop and start at will."""
+    env = dict(
+        os.environ,
+        KAFKA_HOME=str(ROOT / ".local/kafka-spare"),
+        KAFKA_PORT="19092",
+        KAFKA_CONTROLLER_PORT="19093",
+    )
+    script = str(ROOT / "infra/kafka/kafka.sh")
+    subprocess.run(["bash", script, "start"], check=True, env=env)
+    yield "127.0.0.1:19092"
+    subprocess.run(["bash", script, "stop"], check=False, env=env)
+
+
+def spare_broker_ctl(action: str) -> None:
+    env = dict(
+        os.environ,
+        KAFKA_HOME=str(ROOT / ".local/kafka-spare"),
+        KAFKA_PORT="19092",
+        KAFKA_CONTROLLER_PORT="19093",
+    )
+    subprocess.run(
+        ["bash", str(ROOT / "infra/kafka/kafka.sh"), action], check=True, env=env
+    )

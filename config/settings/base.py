@@ -119,7 +119,9 @@ KAFKA_TOPIC_PREFIX = env.str("KAFKA_TOPIC_PREFIX", default="")
 KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=3)
 KAFKA_REPLICATION_FACTOR = env.int("KAFKA_REPLICATION_FACTOR", default=1)
 # The report keeps events for 7 days.
-KAFKA_TOPIC_RETENTION_MS = env.int("KAFKA_TOPIC_RETENTION_MS", default=7 * 24 * 3600 * 1000)
+KAFKA_TOPIC_RETENTION_MS = env.int(
+    "KAFKA_TOPIC_RETENTION_MS", default=7 * 24 * 3600 * 1000
+)
 KAFKA_CONSUMER_GROUP = env.str("KAFKA_CONSUMER_GROUP", default="reservation-service")
 # "consumer" is KIP-848's broker-driven protocol; "classic" uses cooperative-sticky.
 KAFKA_GROUP_PROTOCOL = env.str("KAFKA_GROUP_PROTOCOL", default="consumer")
@@ -128,7 +130,9 @@ KAFKA_GROUP_PROTOCOL = env.str("KAFKA_GROUP_PROTOCOL", default="consumer")
 EVENT_TOPICS = {
     "seat-reserved": env.str("TOPIC_SEAT_RESERVED", default="seat-reserved-topic"),
     "reservation": env.str("TOPIC_RESERVATION", default="reservation-topic"),
-    "payment-complete": env.str("TOPIC_PAYMENT_COMPLETE", default="payment-complete-topic"),
+    "payment-complete": env.str(
+        "TOPIC_PAYMENT_COMPLETE", default="payment-complete-topic"
+    ),
     "seat-hold-expired": env.str(
         "TOPIC_SEAT_HOLD_EXPIRED", default="seat-hold-expired-topic"
     ),
@@ -148,7 +152,9 @@ EVENT_DLQ_TOPICS = {
 # doubling each time.
 EVENTS_RETRY_ATTEMPTS = env.int("EVENTS_RETRY_ATTEMPTS", default=3)
 EVENTS_RETRY_BACKOFF_MS = env.int("EVENTS_RETRY_BACKOFF_MS", default=1000)
-EVENTS_RETRY_BACKOFF_MULTIPLIER = env.float("EVENTS_RETRY_BACKOFF_MULTIPLIER", default=2.0)
+EVENTS_RETRY_BACKOFF_MULTIPLIER = env.float(
+    "EVENTS_RETRY_BACKOFF_MULTIPLIER", default=2.0
+)
 EVENTS_RETRY_BACKOFF_MAX_MS = env.int("EVENTS_RETRY_BACKOFF_MAX_MS", default=30_000)
 
 OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=2000)

@@ -5,7 +5,11 @@ import uuid
 from config.settings.base import *  # noqa: F403
 from config.settings.base import env
 
-KAFKA_TOPIC_PREFIX = env.str("KAFKA_TOPIC_PREFIX", default=f"test-{uuid.uuid4().hex[:8]}-")
-KAFKA_CONSUMER_GROUP = env.str("KAFKA_CONSUMER_GROUP", default=f"{KAFKA_TOPIC_PREFIX}group")
+KAFKA_TOPIC_PREFIX = env.str(
+    "KAFKA_TOPIC_PREFIX", default=f"test-{uuid.uuid4().hex[:8]}-"
+)
+KAFKA_CONSUMER_GROUP = env.str(
+    "KAFKA_CONSUMER_GROUP", default=f"{KAFKA_TOPIC_PREFIX}group"
+)
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = False

@@ -16,7 +16,9 @@ logger = logging.getLogger("events.relay")
 
 
 class Command(BaseCommand):
-    help = "Send committed outbox events to Kafka (one leader; extra relays are standbys)."
+    help = (
+        "Send committed outbox events to Kafka (one leader; extra relays are standbys)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--batch-size", type=int, default=None)
@@ -27,7 +29,10 @@ class Command(BaseCommand):
             help="Seconds between polls when no NOTIFY arrives.",
         )
         parser.add_argument(
-            "--metrics-port", type=int, default=None, help="Serve Prometheus metrics here."
+            "--metrics-port",
+            type=int,
+            default=None,
+            help="Serve Prometheus metrics here.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -56,7 +61,9 @@ class Command(BaseCommand):
         )
 
         def shutdown(signum: int, _frame: object) -> None:
-            logger.info("signal %d: finishing the batch in flight, then stopping", signum)
+            logger.info(
+                "signal %d: finishing the batch in flight, then stopping", signum
+            )
             relay.stop()
 
         signal.signal(signal.SIGTERM, shutdown)

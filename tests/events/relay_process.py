@@ -1,0 +1,38 @@
+"""Running the relay: in a thread for most tests, as a real process for crash tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from events.relay import OutboxRelay
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def running_relay(**options: Any) -> Iterator[OutboxRelay]:
+    relay = OutboxRelay(**options)
+    thread = threading.Thread(target=relay.run, name="relay", daemon=True)
+    thread.start()
+    try:
+        yield relay
+    finally:
+        relay.stop()
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "relay did not stop"
+
+
+def start_relay_process(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "relay_outbox", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )

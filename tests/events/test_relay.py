@@ -1,0 +1,189 @@
+"""Guarantees 1-3 against the real broker and database: atomic, at-least-once, ordered."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import time
+import uuid
+
+import pytest
+from django.db import transaction
+
+import events
+from events.models import OutboxEvent
+from events.outbox import OutboxError
+from tests.events.event_types import TestPinged
+from tests.events.outbox_rows import (
+    first_occurrences,
+    insert_outbox_rows,
+    new_topic_name,
+    sequences_by_key,
+)
+from tests.events.relay_process import running_relay, start_relay_process
+from tests.kafka_helpers import header, make_topic, read_topic
+from tests.waiting import wait_until
+
+
+def sent_count(topic: str) -> int:
+    return OutboxEvent.objects.filter(topic=topic, sent_at__isnull=False).count()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_publish_outside_a_transaction_is_refused() -> None:
+    with pytest.raises(OutboxError, match="inside transaction.atomic"):
+        events.publish(TestPinged(ping_id="p"))
+    assert not OutboxEvent.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rolled_back_event_never_reaches_kafka_and_a_committed_one_does(
+    kafka_topics,
+) -> None:
+    topic = kafka_topics.topic("reservation")
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), transaction.atomic():
+        events.publish(TestPinged(ping_id="rolled-back"))
+        raise Boom
+    assert not OutboxEvent.objects.exists()
+
+    with transaction.atomic():
+        row = events.publish(TestPinged(ping_id="ping-1", n=7))
+
+    with running_relay(poll_interval=0.2):
+        wait_until(lambda: sent_count(topic) == 1, what="the committed event sent")
+    row.refresh_from_db()
+    messages = read_topic(topic, expected=1, timeout=10)
+    assert len(messages) == 1
+    message = messages[0]
+    assert message.key() == b"ping-1"
+    assert message.partition() == row.partition
+    assert message.offset() == row.offset
+    assert header(message, "event_id") == str(row.event_id)
+    assert header(message, "event_type") == "TestPinged"
+    assert len(header(message, "trace_id") or "") == 32
+    assert b"rolled-back" not in message.value()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_relay_killed_mid_drain_loses_no_event(kafka_topics, subprocess_env) -> None:
+    topic = make_topic(new_topic_name(kafka_topics.topic_prefix, "kill9"))
+    insert_outbox_rows(10_000, topic=topic, keys=100)
+
+    first = start_relay_process(subprocess_env, "--batch-size", "500")
+    wait_until(lambda: sent_count(topic) >= 2_000, timeout=60, what="a first part sent")
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    sent_at_kill = sent_count(topic)
+    assert sent_at_kill < 10_000, "relay finished before it could be killed"
+
+    second = start_relay_process(subprocess_env, "--batch-size", "500")
+    try:
+        wait_until(lambda: sent_count(topic) == 10_000, timeout=90, what="all sent")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0
+
+    messages = read_topic(topic, expected=10_000, timeout=60)
+    seqs = [seq for by_key in sequences_by_key(messages).values() for seq in by_key]
+    assert set(seqs) == set(range(10_000)), "an event was lost"
+    duplicates = len(seqs) - 10_000
+    print(f"killed at {sent_at_kill} sent; {duplicates} duplicates after restart")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_relays_keep_per_key_order_across_a_leader_crash(
+    kafka_topics, subprocess_env
+) -> None:
+    topic = make_topic(new_topic_name(kafka_topics.topic_prefix, "order"))
+    insert_outbox_rows(6_000, topic=topic, keys=40)
+
+    leader = start_relay_process(subprocess_env, "--batch-size", "200")
+    wait_until(lambda: sent_count(topic) > 0, timeout=60, what="the leader sending")
+    standby = start_relay_process(subprocess_env, "--batch-size", "200")
+    try:
+        time.sleep(0.5)
+        insert_outbox_rows(2_000, topic=topic, keys=40, start=6_000)
+        leader.send_signal(signal.SIGKILL)
+        leader.wait(timeout=10)
+        wait_until(
+            lambda: sent_count(topic) == 8_000, timeout=90, what="standby drains"
+        )
+    finally:
+        standby.send_signal(signal.SIGTERM)
+        standby.wait(timeout=30)
+
+    messages = read_topic(topic, expected=8_000, timeout=60)
+    partitions_by_key: dict[bytes, set[int]] = {}
+    for message in messages:
+        partitions_by_key.setdefault(message.key(), set()).add(message.partition())
+    assert all(len(p) == 1 for p in partitions_by_key.values()), (
+        "a key spans partitions"
+    )
+    by_key = sequences_by_key(messages)
+    assert len(by_key) == 40
+    for key, seqs in by_key.items():
+        firsts = first_occurrences(seqs)
+        assert firsts == sorted(firsts), f"key {key} out of order"
+        assert len(firsts) == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_relay_rides_out_a_broker_outage_and_loses_nothing(
+    kafka_topics, spare_broker, settings
+) -> None:
+    from tests.conftest import spare_broker_ctl
+
+    settings.KAFKA_BOOTSTRAP_SERVERS = spare_broker
+    topic = make_topic(new_topic_name(kafka_topics.topic_prefix, "outage"))
+    insert_outbox_rows(500, topic=topic, keys=10)
+    with running_relay(poll_interval=0.2):
+        wait_until(lambda: sent_count(topic) == 500, timeout=60, what="first half sent")
+        spare_broker_ctl("stop")
+        insert_outbox_rows(500, topic=topic, keys=10, start=500)
+        time.sleep(10)
+        assert sent_count(topic) == 500, "rows marked sent while the broker was down"
+        spare_broker_ctl("start")
+        wait_until(lambda: sent_count(topic) == 1_000, timeout=90, what="second half")
+    messages = read_topic(topic, expected=1_000, timeout=30)
+    seqs = {seq for by_key in sequences_by_key(messages).values() for seq in by_key}
+    assert seqs == set(range(1_000))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_oversized_row_is_parked_while_the_rows_behind_it_are_delivered(
+    kafka_topics,
+) -> None:
+    topic = make_topic(
+        new_topic_name(kafka_topics.topic_prefix, "small"),
+        **{"max.message.bytes": "4096"},
+    )
+    insert_outbox_rows(3, topic=topic, keys=1, start=0)
+    # Random bytes, so compression cannot bring it under the topic's limit.
+    OutboxEvent.objects.create(
+        event_id=uuid.uuid4(),
+        event_type="TestSequenced",
+        schema_version=1,
+        topic=topic,
+        key="k0",
+        payload={"seq": 3, "key": "k0", "pad": secrets.token_hex(10_000)},
+        aggregate_type="test",
+        aggregate_id="k0",
+    )
+    insert_outbox_rows(5, topic=topic, keys=1, start=4)
+    with running_relay(poll_interval=0.2):
+        wait_until(lambda: sent_count(topic) == 8, timeout=60, what="small rows sent")
+    parked = OutboxEvent.objects.get(topic=topic, parked_at__isnull=False)
+    assert parked.payload["seq"] == 3
+    assert "TOO_LARGE" in parked.last_error
+    messages = read_topic(topic, expected=8, timeout=20)
+    assert sorted(json_seq(m) for m in messages) == [0, 1, 2, 4, 5, 6, 7, 8]
+
+
+def json_seq(message) -> int:
+    import json
+
+    return json.loads(message.value())["seq"]
