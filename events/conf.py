@@ -7,7 +7,7 @@ so a misnamed setting fails in one place and tests that override settings get a 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -46,7 +46,10 @@ class PipelineSettings:
     retry: RetryPolicy
     relay_batch_size: int
     relay_poll_interval: float
-    extra: dict[str, object] = field(default_factory=dict)
+    consumer_batch_size: int = 500
+    dlq_max_per_window: int = 100
+    dlq_window_seconds: float = 60.0
+    dlq_storm_pause_seconds: float = 30.0
 
     def topic(self, stream: str) -> str:
         """Return the topic name of a logical stream ("seat-reserved" -> its topic)."""
@@ -111,6 +114,10 @@ def pipeline_settings() -> PipelineSettings:
         ),
         relay_batch_size=settings.OUTBOX_RELAY_BATCH_SIZE,
         relay_poll_interval=settings.OUTBOX_RELAY_POLL_INTERVAL,
+        consumer_batch_size=settings.CONSUMER_BATCH_SIZE,
+        dlq_max_per_window=settings.EVENTS_DLQ_MAX_PER_WINDOW,
+        dlq_window_seconds=settings.EVENTS_DLQ_WINDOW_SECONDS,
+        dlq_storm_pause_seconds=settings.EVENTS_DLQ_STORM_PAUSE_SECONDS,
     )
 
 

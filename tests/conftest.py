@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,20 +53,18 @@ def kafka_topics(kafka_bootstrap: str) -> Iterator[PipelineSettings]:
                 future.result(timeout=30)
 
 
-@pytest.fixture
-def subprocess_env(
-    kafka_topics: PipelineSettings, transactional_db: None
-) -> dict[str, str]:
+def child_env() -> dict[str, str]:
     """Environment for a `manage.py` child process that shares this test's DB and topics."""
     from django.db import connection
 
+    conf = pipeline_settings()
     s = connection.settings_dict
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings.test",
-        KAFKA_TOPIC_PREFIX=kafka_topics.topic_prefix,
-        KAFKA_CONSUMER_GROUP=kafka_topics.consumer_group,
-        KAFKA_BOOTSTRAP_SERVERS=kafka_topics.bootstrap_servers,
+        KAFKA_TOPIC_PREFIX=conf.topic_prefix,
+        KAFKA_CONSUMER_GROUP=conf.consumer_group,
+        KAFKA_BOOTSTRAP_SERVERS=conf.bootstrap_servers,
         DATABASE_URL=(
             f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST'] or '127.0.0.1'}:"
             f"{s['PORT'] or 5432}/{s['NAME']}"
@@ -72,6 +72,25 @@ def subprocess_env(
         PYTHONUNBUFFERED="1",
     )
     return env
+
+
+@pytest.fixture
+def subprocess_env(
+    kafka_topics: PipelineSettings, transactional_db: None
+) -> dict[str, str]:
+    return child_env()
+
+
+@pytest.fixture
+def fresh_topics(kafka_topics: PipelineSettings, settings: Any) -> PipelineSettings:
+    """Topics and a consumer group of this test's own, so no other test's messages show."""
+    from events.topics import create_topics
+
+    label = uuid.uuid4().hex[:6]
+    settings.KAFKA_TOPIC_PREFIX = f"{kafka_topics.topic_prefix}{label}-"
+    settings.KAFKA_CONSUMER_GROUP = f"{kafka_topics.topic_prefix}{label}-group"
+    create_topics()
+    return pipeline_settings()
 
 
 @pytest.fixture(scope="session")

@@ -13,3 +13,6 @@ KAFKA_CONSUMER_GROUP = env.str(
 )
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = False
+
+# Test-only handlers and the table of their effects.
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.effects"]  # noqa: F405

@@ -13,7 +13,7 @@ from django.db import transaction
 import events
 from events.models import OutboxEvent
 from events.outbox import OutboxError
-from tests.events.event_types import TestPinged
+from tests.effects.event_types import TestPinged
 from tests.events.outbox_rows import (
     first_occurrences,
     insert_outbox_rows,

@@ -10,6 +10,8 @@ from events.types import Event
 
 @dataclass(frozen=True, kw_only=True)
 class TestPinged(Event):
+    """A ping whose fields tell the test handler how to behave."""
+
     __test__ = False  # not a pytest test class
 
     event_type: ClassVar[str] = "TestPinged"
@@ -19,7 +21,20 @@ class TestPinged(Event):
 
     ping_id: str
     n: int = 0
+    key_id: str = ""
+    # "ok", "fail" (always), "poison" (PoisonMessage), "flaky" (fails fail_times first)
+    mode: str = "ok"
+    fail_times: int = 0
+    sleep_ms: int = 0
 
     @property
     def aggregate_id(self) -> str:
-        return self.ping_id
+        return self.key_id or self.ping_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class TestOrdered(TestPinged):
+    """The same, on another stream, for the handler that retries in place."""
+
+    event_type: ClassVar[str] = "TestOrdered"
+    stream: ClassVar[str] = "seat-hold-expired"

@@ -1,0 +1,609 @@
+"""The consumer runner: Kafka messages -> registered handlers, with retries and DLQs.
+
+Entry point: `ConsumerRunner(...).run()`, used by `manage.py run_consumers`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import DatabaseError, close_old_connections, transaction
+
+from events import metrics
+from events.conf import PipelineSettings, RetryPolicy, pipeline_settings
+from events.dead_letters import (
+    RETRY_ATTEMPT,
+    RETRY_DUE_AT_MS,
+    RETRY_HANDLER,
+    Origin,
+    dead_letter_headers,
+    header_map,
+    origin_of,
+    retry_headers,
+)
+from events.dispatch import Coordinates, HandlerOutcome, Result, run_handler
+from events.dlq_guard import DeadLetterRateGuard
+from events.kafka import (
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+    build_consumer,
+    build_producer,
+)
+from events.models import FailedAttempt
+from events.registry import HandlerSpec, RetryMode, handlers_for
+from events.types import Envelope, PoisonMessage, decode
+
+logger = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+LAG_REPORT_SECONDS = 5.0
+
+
+@dataclass
+class _Chunk:
+    """What one database transaction of a batch did."""
+
+    done: dict[TP, int] = field(default_factory=dict)
+    blocked: _BlockingRetry | None = None
+    storm: bool = False
+
+
+@dataclass
+class _BlockingRetry:
+    message: Message
+    envelope: Envelope
+    origin: Origin
+    coordinates: Coordinates
+    failures: list[HandlerOutcome]
+
+
+class _NotDue(Exception):
+    def __init__(self, due_at_ms: int) -> None:
+        self.due_at_ms = due_at_ms
+
+
+class _Storm(Exception):
+    """Dead-lettering one more message would exceed the storm guard's rate."""
+
+
+class ConsumerRunner:
+    """Consume the streams' main and retry topics in one group and run their handlers.
+
+    Contract:
+    - Blocks in `run()` until `stop()`; the message in flight finishes, offsets of what
+      was processed are committed and the consumer leaves the group.
+    - Effectively once: each handler's effects and its inbox row commit in one
+      transaction; offsets are committed only after that transaction (and after the
+      broker acknowledged any retry or dead-letter message it caused). A redelivered
+      event finds its inbox row and changes nothing.
+    - Batches: one transaction per batch with a savepoint per handler run, so a batch
+      costs one commit while every event keeps its own outcome.
+    - Order: a partition's events are handled in offset order. With RetryMode.TOPIC a
+      failed event moves to a retry topic and later events go on (per-key order is
+      given up for that event); with RetryMode.BLOCKING the partition waits for it.
+    - Retry topics: a message waits there until its due time; the runner pauses that
+      partition and seeks back instead of sleeping, so other partitions keep flowing.
+    - Poison (undecodable, unknown type or version, invalid data, PoisonMessage or
+      ValidationError from a handler) goes to the DLQ at once; other failures are
+      retried with exponential backoff, then dead-lettered.
+    - Storm guard: past `dlq_max_per_window` dead letters per window, the runner pauses
+      every partition for `dlq_storm_pause_seconds` and logs an error.
+    """
+
+    def __init__(
+        self,
+        *,
+        streams: list[str] | None = None,
+        group_id: str | None = None,
+        batch_size: int | None = None,
+        poll_timeout: float = 0.5,
+        consumer_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.conf: PipelineSettings = pipeline_settings()
+        self.streams = list(streams or self.conf.streams)
+        unknown = [s for s in self.streams if s not in self.conf.streams]
+        if unknown:
+            raise ValueError(
+                f"unknown streams {unknown}; known: {sorted(self.conf.streams)}"
+            )
+        self.group_id = group_id or self.conf.consumer_group
+        self.batch_size = batch_size or self.conf.consumer_batch_size
+        self.poll_timeout = poll_timeout
+        self.topics = [
+            topic
+            for stream in self.streams
+            for topic in [self.conf.topic(stream), *self.conf.retry_topics(stream)]
+        ]
+        self._retry_topic_set = {
+            t for s in self.streams for t in self.conf.retry_topics(s)
+        }
+        self._consumer_overrides = consumer_overrides or {}
+        self._guard = DeadLetterRateGuard(
+            max_dead_letters=self.conf.dlq_max_per_window,
+            window_seconds=self.conf.dlq_window_seconds,
+        )
+        self._stop = threading.Event()
+        self._paused_until_ms: dict[TP, int] = {}
+        self._send_errors: list[KafkaError] = []
+        self._next_lag_report = 0.0
+        self.assigned: set[TP] = set()
+        self._consumer: Any = None
+        self._producer: Any = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask `run()` to finish the message in flight and return (signal-safe)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> None:
+        self._consumer = build_consumer(self.group_id, **self._consumer_overrides)
+        self._producer = build_producer()
+        self._consumer.subscribe(
+            self.topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        logger.info(
+            "consuming %s as group %s (%s protocol)",
+            ", ".join(self.topics),
+            self.group_id,
+            self.conf.group_protocol,
+        )
+        try:
+            while not self.stopping:
+                self._resume_due_partitions()
+                messages = self._consumer.consume(
+                    num_messages=self.batch_size, timeout=self._poll_timeout()
+                )
+                if messages:
+                    self._process_batch(messages)
+                self._report_lag()
+        finally:
+            self._producer.flush(10)
+            self._consumer.close()
+            close_old_connections()
+            logger.info(
+                "consumer of group %s stopped and left the group", self.group_id
+            )
+
+    def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.assigned |= {(p.topic, p.partition) for p in partitions}
+        logger.info("assigned %s", _names(partitions))
+
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        # Offsets are committed after every chunk, before consume() runs again, so
+        # everything processed is already committed when a partition is taken away.
+        for p in partitions:
+            self._paused_until_ms.pop((p.topic, p.partition), None)
+            self.assigned.discard((p.topic, p.partition))
+        logger.info("revoked %s", _names(partitions))
+
+    # -- batches ----------------------------------------------------------------------
+
+    def _process_batch(self, messages: list[Message]) -> None:
+        index = 0
+        while index < len(messages) and not self.stopping:
+            close_old_connections()
+            start = index
+            chunk = _Chunk()
+            skipped: set[TP] = set()
+            try:
+                with transaction.atomic():
+                    while index < len(messages) and not self.stopping:
+                        message = messages[index]
+                        tp = (message.topic(), message.partition())
+                        index += 1
+                        if tp in skipped or not self._usable(message):
+                            continue
+                        try:
+                            blocked = self._handle(message)
+                        except _NotDue as not_due:
+                            skipped.add(tp)
+                            self._pause_until(message, not_due.due_at_ms)
+                            continue
+                        except _Storm:
+                            chunk.storm = True
+                            index -= 1
+                            break
+                        if blocked is not None:
+                            chunk.blocked = blocked
+                            break
+                        chunk.done[tp] = message.offset() + 1
+            except DatabaseError:
+                logger.exception("database failure; the batch will be consumed again")
+                self._rewind(messages[start:])
+                self._stop.wait(1.0)
+                return
+            if not self._flush_sends():
+                self._rewind(messages[start:])
+                self._stop.wait(1.0)
+                return
+            self._commit(chunk.done)
+            if chunk.storm:
+                self._rewind(messages[index:])
+                self._storm_pause()
+                return
+            if chunk.blocked is not None:
+                if not self._retry_in_place(chunk.blocked):
+                    self._rewind(messages[index - 1 :])
+                    return
+                message = chunk.blocked.message
+                self._commit(
+                    {(message.topic(), message.partition()): message.offset() + 1}
+                )
+        if index < len(messages) and self.stopping:
+            logger.info(
+                "stopping: %d fetched messages left for redelivery",
+                len(messages) - index,
+            )
+
+    def _usable(self, message: Message) -> bool:
+        error = message.error()
+        if error is None:
+            return True
+        if error.code() != KafkaError._PARTITION_EOF:
+            logger.error("consume error: %s", error)
+        return False
+
+    # -- one message ------------------------------------------------------------------
+
+    def _handle(self, message: Message) -> _BlockingRetry | None:
+        topic, partition, offset = (
+            message.topic(),
+            message.partition(),
+            message.offset(),
+        )
+        metrics.CONSUMED.labels(topic).inc()
+        headers = header_map(message.headers())
+        if topic in self._retry_topic_set:
+            due = _int(headers.get(RETRY_DUE_AT_MS))
+            if due is not None and due > _now_ms():
+                raise _NotDue(due)
+        attempt = _int(headers.get(RETRY_ATTEMPT)) or 1
+        origin = origin_of(headers, topic, partition, offset, message.timestamp()[1])
+        stream = self.conf.stream_of(topic)
+        assert stream is not None, f"consumed a topic of no stream: {topic}"
+        try:
+            envelope = decode(message.value())
+        except PoisonMessage as exc:
+            self._dead_letter(
+                message, stream, origin, handler="", attempts=attempt, error=exc
+            )
+            return None
+        specs = [s for s in handlers_for(stream) if s.accepts(envelope.event_type)]
+        target = headers.get(RETRY_HANDLER)
+        if target is not None:
+            specs = [s for s in specs if s.name == target]
+            if not specs:
+                logger.warning("retry for unknown handler %s dropped", target)
+        where = Coordinates(topic, partition, offset, attempt, headers.get("trace_id"))
+        outcomes = [run_handler(spec, envelope, where) for spec in specs]
+        blocking: list[HandlerOutcome] = []
+        for outcome in outcomes:
+            if outcome.result is not Result.FAILED:
+                continue
+            if not outcome.poison and outcome.handler.retry is RetryMode.BLOCKING:
+                blocking.append(outcome)
+                continue
+            self._after_failure(message, stream, envelope, origin, where, outcome)
+        if blocking:
+            return _BlockingRetry(message, envelope, origin, where, blocking)
+        return None
+
+    def _after_failure(
+        self,
+        message: Message,
+        stream: str,
+        envelope: Envelope,
+        origin: Origin,
+        where: Coordinates,
+        outcome: HandlerOutcome,
+    ) -> None:
+        spec, error = outcome.handler, outcome.error
+        assert error is not None
+        policy = self._policy(spec)
+        retry_topics = self.conf.retry_topics(stream)
+        if outcome.poison or where.attempt >= policy.attempts or not retry_topics:
+            self._dead_letter(
+                message,
+                stream,
+                origin,
+                handler=spec.name,
+                attempts=where.attempt,
+                error=error,
+            )
+            self._record_failure(
+                envelope, spec, where, error, FailedAttempt.Outcome.DEAD_LETTERED
+            )
+            return
+        delay_ms = policy.delay_ms(where.attempt)
+        due_at_ms = _now_ms() + delay_ms
+        retry_topic = self.conf.retry_topic(
+            stream, min(where.attempt, policy.attempts - 1)
+        )
+        self._send(
+            retry_topic,
+            message,
+            retry_headers(
+                message.headers(),
+                origin=origin,
+                handler=spec.name,
+                attempt=where.attempt + 1,
+                due_at_ms=due_at_ms,
+            ),
+        )
+        metrics.RETRIED.labels(where.topic, spec.name).inc()
+        self._record_failure(
+            envelope,
+            spec,
+            where,
+            error,
+            FailedAttempt.Outcome.RETRY_SCHEDULED,
+            due_at_ms,
+        )
+
+    def _retry_in_place(self, blocked: _BlockingRetry) -> bool:
+        """Retry blocking handlers where they are; False if stopped before the end."""
+        stream = self.conf.stream_of(blocked.message.topic())
+        assert stream is not None
+        for failure in blocked.failures:
+            spec, outcome, where = failure.handler, failure, blocked.coordinates
+            policy = self._policy(spec)
+            while outcome.result is Result.FAILED:
+                assert outcome.error is not None
+                if outcome.poison or where.attempt >= policy.attempts:
+                    with transaction.atomic():
+                        self._dead_letter(
+                            blocked.message,
+                            stream,
+                            blocked.origin,
+                            handler=spec.name,
+                            attempts=where.attempt,
+                            error=outcome.error,
+                            guard=False,
+                        )
+                        self._record_failure(
+                            blocked.envelope,
+                            spec,
+                            where,
+                            outcome.error,
+                            FailedAttempt.Outcome.DEAD_LETTERED,
+                        )
+                    if not self._flush_sends():
+                        return False
+                    break
+                self._record_failure(
+                    blocked.envelope,
+                    spec,
+                    where,
+                    outcome.error,
+                    FailedAttempt.Outcome.RETRIED_IN_PLACE,
+                )
+                metrics.RETRIED.labels(where.topic, spec.name).inc()
+                if self._stop.wait(policy.delay_ms(where.attempt) / 1000):
+                    return False
+                where = Coordinates(
+                    where.topic,
+                    where.partition,
+                    where.offset,
+                    where.attempt + 1,
+                    where.trace_id,
+                )
+                close_old_connections()
+                outcome = run_handler(spec, blocked.envelope, where)
+        return True
+
+    def _policy(self, spec: HandlerSpec) -> RetryPolicy:
+        return spec.retry_policy or self.conf.retry
+
+    # -- sending retries and dead letters ------------------------------------------------
+
+    def _dead_letter(
+        self,
+        message: Message,
+        stream: str,
+        origin: Origin,
+        *,
+        handler: str,
+        attempts: int,
+        error: BaseException,
+        guard: bool = True,
+    ) -> None:
+        if guard and not self._guard.try_acquire():
+            raise _Storm
+        headers = dead_letter_headers(
+            message.headers(),
+            origin=origin,
+            handler=handler,
+            attempts=attempts,
+            group=self.group_id,
+            error=error,
+        )
+        self._send(self.conf.dlq_topic(stream), message, headers)
+        metrics.DEAD_LETTERED.labels(message.topic(), handler or "-").inc()
+        logger.error(
+            "dead-lettered %s[%d]@%d for %s after %d attempt(s): %s: %s",
+            origin.topic,
+            origin.partition,
+            origin.offset,
+            handler or "decoding",
+            attempts,
+            type(error).__name__,
+            error,
+        )
+
+    def _send(
+        self, topic: str, message: Message, headers: list[tuple[str, bytes]]
+    ) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    key=message.key(),
+                    value=message.value(),
+                    headers=headers,
+                    on_delivery=self._on_sent,
+                )
+                return
+            except BufferError:
+                self._producer.poll(0.1)
+
+    def _on_sent(self, error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            self._send_errors.append(error)
+
+    def _flush_sends(self) -> bool:
+        """Wait for the broker to acknowledge retry and DLQ messages of this chunk."""
+        remaining = self._producer.flush(30)
+        errors, self._send_errors = self._send_errors, []
+        if remaining or errors:
+            logger.error(
+                "retry/DLQ messages not acknowledged (%d waiting, errors: %s); "
+                "the chunk will be consumed again",
+                remaining,
+                errors[:3],
+            )
+            return False
+        return True
+
+    def _record_failure(
+        self,
+        envelope: Envelope,
+        spec: HandlerSpec,
+        where: Coordinates,
+        error: BaseException,
+        outcome: str,
+        next_attempt_ms: int | None = None,
+    ) -> None:
+        from datetime import UTC, datetime
+
+        FailedAttempt.objects.create(
+            event_id=envelope.event_id,
+            handler=spec.name,
+            topic=where.topic,
+            partition=where.partition,
+            offset=where.offset,
+            attempt=where.attempt,
+            exception_class=f"{type(error).__module__}.{type(error).__qualname__}",
+            message=str(error)[:2000],
+            outcome=outcome,
+            next_attempt_at=(
+                datetime.fromtimestamp(next_attempt_ms / 1000, tz=UTC)
+                if next_attempt_ms
+                else None
+            ),
+        )
+
+    # -- offsets, pauses, lag -------------------------------------------------------------
+
+    def _commit(self, done: dict[TP, int]) -> None:
+        if not done:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in done.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # Typically a rebalance took the partition; its new owner re-reads from the
+            # last commit and the inbox turns the repeats into no-ops.
+            logger.warning("offset commit failed (%s); events will be redelivered", exc)
+
+    def _rewind(self, messages: list[Message]) -> None:
+        """Seek each partition back to its first message in `messages`."""
+        first: dict[TP, int] = {}
+        for message in messages:
+            if message.error() is not None:
+                continue
+            tp = (message.topic(), message.partition())
+            first[tp] = min(first.get(tp, message.offset()), message.offset())
+        for (topic, partition), offset in first.items():
+            if (topic, partition) in self.assigned:
+                try:
+                    self._consumer.seek(TopicPartition(topic, partition, offset))
+                except KafkaException as exc:
+                    logger.warning("seek %s[%d] failed: %s", topic, partition, exc)
+
+    def _pause_until(self, message: Message, due_at_ms: int) -> None:
+        tp = TopicPartition(message.topic(), message.partition(), message.offset())
+        self._consumer.pause([tp])
+        self._consumer.seek(tp)
+        key = (message.topic(), message.partition())
+        self._paused_until_ms[key] = max(due_at_ms, self._paused_until_ms.get(key, 0))
+
+    def _storm_pause(self) -> None:
+        pause_ms = int(self.conf.dlq_storm_pause_seconds * 1000)
+        metrics.DLQ_STORM_PAUSES.inc()
+        logger.error(
+            "DEAD-LETTER STORM: more than %d dead letters in %.0f s; pausing all %d "
+            "partitions for %.0f s. Check the handlers before they empty the topics.",
+            self.conf.dlq_max_per_window,
+            self.conf.dlq_window_seconds,
+            len(self.assigned),
+            pause_ms / 1000,
+        )
+        until = _now_ms() + pause_ms
+        partitions = [TopicPartition(t, p) for t, p in self.assigned]
+        self._consumer.pause(partitions)
+        for tp in self.assigned:
+            self._paused_until_ms[tp] = max(until, self._paused_until_ms.get(tp, 0))
+
+    def _resume_due_partitions(self) -> None:
+        if not self._paused_until_ms:
+            return
+        now = _now_ms()
+        due = [tp for tp, until in self._paused_until_ms.items() if until <= now]
+        if due:
+            self._consumer.resume([TopicPartition(t, p) for t, p in due])
+            for tp in due:
+                del self._paused_until_ms[tp]
+
+    def _poll_timeout(self) -> float:
+        if not self._paused_until_ms:
+            return self.poll_timeout
+        next_due = (min(self._paused_until_ms.values()) - _now_ms()) / 1000
+        return max(0.0, min(self.poll_timeout, next_due))
+
+    def _report_lag(self) -> None:
+        now = time.monotonic()
+        if now < self._next_lag_report or not self.assigned:
+            return
+        self._next_lag_report = now + LAG_REPORT_SECONDS
+        partitions = [TopicPartition(t, p) for t, p in self.assigned]
+        try:
+            positions = self._consumer.position(partitions)
+        except KafkaException:
+            return
+        for position in positions:
+            if position.offset < 0:
+                continue
+            _low, high = self._consumer.get_watermark_offsets(position, cached=True)
+            if high >= 0:
+                metrics.CONSUMER_LAG.labels(
+                    position.topic, str(position.partition)
+                ).set(max(0, high - position.offset))
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing"
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,144 @@
+"""`manage.py run_consumers`: run the handlers' consumers until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from events.conf import pipeline_settings
+from events.consumer import ConsumerRunner
+from events.kafka import KafkaException, missing_topics
+from events.registry import handlers_for
+
+logger = logging.getLogger("events.consumer")
+
+
+class Command(BaseCommand):
+    help = (
+        "Consume the event topics and run the registered handlers, with retries and "
+        "dead-letter topics. --concurrency N runs N processes in one consumer group."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--topics",
+            nargs="+",
+            metavar="STREAM",
+            help="Streams to consume (default: every stream with a handler), "
+            "e.g. seat-reserved payment-complete.",
+        )
+        parser.add_argument("--group", help="Consumer group (default: settings).")
+        parser.add_argument("--concurrency", type=int, default=1)
+        parser.add_argument("--batch-size", type=int, default=None)
+        parser.add_argument("--metrics-port", type=int, default=None)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        conf = pipeline_settings()
+        if options["concurrency"] < 1:
+            raise CommandError("--concurrency must be at least 1")
+        streams = options["topics"] or [s for s in conf.streams if handlers_for(s)]
+        unknown = [s for s in streams if s not in conf.streams]
+        if unknown:
+            raise CommandError(
+                f"unknown streams {', '.join(unknown)}; known: {', '.join(conf.streams)}"
+            )
+        if not streams:
+            raise CommandError("no handler is registered for any stream")
+        needed = [t for s in streams for t in [conf.topic(s), *conf.retry_topics(s)]]
+        needed += [conf.dlq_topic(s) for s in streams]
+        try:
+            missing = missing_topics(needed)
+        except KafkaException as exc:
+            raise CommandError(
+                f"cannot reach Kafka at {conf.bootstrap_servers}: {exc}"
+            ) from exc
+        if missing:
+            raise CommandError(
+                f"topics missing on {conf.bootstrap_servers}: {', '.join(missing)}. "
+                "Run `manage.py create_topics` first."
+            )
+        if options["concurrency"] > 1:
+            self._supervise(options["concurrency"])
+            return
+        if options["metrics_port"]:
+            from prometheus_client import start_http_server
+
+            start_http_server(options["metrics_port"])
+        runner = ConsumerRunner(
+            streams=streams, group_id=options["group"], batch_size=options["batch_size"]
+        )
+
+        def shutdown(signum: int, _frame: object) -> None:
+            logger.info(
+                "signal %d: finishing the message in flight, then stopping", signum
+            )
+            runner.stop()
+
+        signal.signal(signal.SIGTERM, shutdown)
+        signal.signal(signal.SIGINT, shutdown)
+        runner.run()
+
+    def _supervise(self, count: int) -> None:
+        """Run `count` single consumers as child processes; restart any that dies.
+
+        Processes, not threads: handler work is Python, and the GIL would make
+        threads share one core.
+        """
+        child_argv = [
+            sys.executable,
+            *_without_concurrency(sys.argv),
+            "--concurrency",
+            "1",
+        ]
+        stopping = False
+
+        def spawn() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(child_argv)
+
+        children = [spawn() for _ in range(count)]
+
+        def shutdown(signum: int, _frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, shutdown)
+        signal.signal(signal.SIGINT, shutdown)
+        logger.info("supervising %d consumer processes", count)
+        while True:
+            if stopping:
+                for child in children:
+                    child.wait()
+                return
+            for i, child in enumerate(children):
+                code = child.poll()
+                if code is not None and not stopping:
+                    logger.error(
+                        "consumer process %d exited with %s; restarting",
+                        child.pid,
+                        code,
+                    )
+                    time.sleep(1)
+                    children[i] = spawn()
+            time.sleep(0.5)
+
+
+def _without_concurrency(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    skip_next = False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+        elif arg == "--concurrency":
+            skip_next = True
+        elif not arg.startswith("--concurrency="):
+            out.append(arg)
+    return out

@@ -1,0 +1,45 @@
+"""Test handlers, discovered like every app's handlers.py (test settings install the app)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from events.conf import RetryPolicy
+from events.registry import RetryMode, handler
+from events.types import PoisonMessage
+from tests.effects.event_types import TestOrdered, TestPinged
+from tests.effects.models import Effect
+
+FAST_RETRY = RetryPolicy(attempts=3, initial_backoff_ms=200, multiplier=2.0)
+failures: Counter[str] = Counter()
+
+
+def _behave(event: TestPinged, handler_name: str) -> None:
+    if event.mode == "poison":
+        raise PoisonMessage(f"ping {event.ping_id} is unusable")
+    if event.mode == "fail":
+        raise RuntimeError(f"ping {event.ping_id} always fails")
+    if event.mode == "flaky" and failures[event.ping_id] < event.fail_times:
+        failures[event.ping_id] += 1
+        raise ConnectionError(
+            f"ping {event.ping_id} transient failure {failures[event.ping_id]}"
+        )
+    Effect.objects.create(ping_id=event.ping_id, n=event.n, handler=handler_name)
+    if event.sleep_ms:
+        time.sleep(event.sleep_ms / 1000)
+
+
+@handler("reservation", events=[TestPinged], retry_policy=FAST_RETRY)
+def record_ping(event: TestPinged) -> None:
+    _behave(event, "record_ping")
+
+
+@handler(
+    "seat-hold-expired",
+    events=[TestOrdered],
+    retry=RetryMode.BLOCKING,
+    retry_policy=FAST_RETRY,
+)
+def record_ordered(event: TestOrdered) -> None:
+    _behave(event, "record_ordered")

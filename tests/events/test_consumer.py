@@ -1,0 +1,269 @@
+"""Guarantees 4, 5 and 7 against the real broker and database."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from events import dead_letters as dl
+from events.kafka import TopicPartition, build_consumer
+from events.models import FailedAttempt, InboxEntry
+from tests.conftest import child_env
+from tests.effects.event_types import TestOrdered, TestPinged
+from tests.effects.models import Effect
+from tests.events.pipeline import (
+    running_consumer,
+    send_events,
+    send_raw,
+    start_consumer_process,
+)
+from tests.kafka_helpers import header, read_topic
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def effects(ping_id: str) -> int:
+    return Effect.objects.filter(ping_id=ping_id).count()
+
+
+def test_a_duplicate_delivery_has_one_effect(fresh_topics) -> None:
+    topic = fresh_topics.topic("reservation")
+    envelope = {
+        "id": "6f1c1d4e-1111-4c8e-9c55-0123456789ab",
+        "type": "TestPinged",
+        "version": 1,
+        "occurred_at": "2026-11-25T12:00:00+00:00",
+        "aggregate_type": "test",
+        "aggregate_id": "dup",
+        "data": {"ping_id": "dup"},
+    }
+    for _ in range(2):
+        send_raw(topic, key=b"dup", value=json.dumps(envelope).encode())
+    send_events(TestPinged(ping_id="after-dup", key_id="dup"))
+
+    with running_consumer():
+        wait_until(
+            lambda: effects("after-dup") == 1, what="the event after the duplicate"
+        )
+    assert effects("dup") == 1
+    assert InboxEntry.objects.filter(event_id=envelope["id"]).count() == 1
+
+
+def test_flaky_handler_is_processed_once_after_two_retries(fresh_topics) -> None:
+    [event_id] = send_events(TestPinged(ping_id="flaky", mode="flaky", fail_times=2))
+    with running_consumer():
+        wait_until(lambda: effects("flaky") == 1, timeout=30, what="third attempt")
+    attempts = list(
+        FailedAttempt.objects.filter(event_id=event_id)
+        .order_by("attempt")
+        .values_list("attempt", "outcome", "exception_class")
+    )
+    assert attempts == [
+        (1, "retry_scheduled", "builtins.ConnectionError"),
+        (2, "retry_scheduled", "builtins.ConnectionError"),
+    ]
+    inbox = InboxEntry.objects.get(event_id=event_id)
+    assert inbox.attempt == 3
+    assert inbox.topic == fresh_topics.retry_topic("reservation", 2)
+    assert effects("flaky") == 1
+
+
+def test_failing_handler_dead_letters_once_with_every_header_and_others_flow(
+    fresh_topics,
+) -> None:
+    topic = fresh_topics.topic("reservation")
+    [bad_id, *_] = send_events(
+        TestPinged(ping_id="doomed", mode="fail", key_id="K"),
+        *[TestPinged(ping_id=f"next-{i}", key_id="K") for i in range(5)],
+    )
+    with running_consumer() as runner:
+        wait_until(
+            lambda: all(effects(f"next-{i}") == 1 for i in range(5)),
+            what="later events on the partition",
+        )
+        # The later events did not wait for the doomed one's 0.2 s + 0.4 s of retries.
+        assert not FailedAttempt.objects.filter(outcome="dead_lettered").exists()
+        wait_until(
+            lambda: FailedAttempt.objects.filter(
+                event_id=bad_id, outcome="dead_lettered"
+            ),
+            what="the dead letter",
+        )
+        group = runner.group_id
+    [letter] = read_topic(fresh_topics.dlq_topic("reservation"), expected=1, timeout=10)
+    assert header(letter, "event_id") == bad_id
+    assert letter.key() == b"K"
+    assert json.loads(letter.value())["data"]["ping_id"] == "doomed"
+    assert header(letter, dl.DLT_ORIGINAL_TOPIC) == topic
+    assert header(letter, dl.DLT_ORIGINAL_PARTITION) is not None
+    assert header(letter, dl.DLT_ORIGINAL_OFFSET) == "0"
+    assert int(header(letter, dl.DLT_ORIGINAL_TIMESTAMP)) > 0
+    assert header(letter, dl.DLT_ORIGINAL_CONSUMER_GROUP) == group
+    assert header(letter, dl.DLT_EXCEPTION_FQCN) == "builtins.RuntimeError"
+    assert header(letter, dl.DLT_EXCEPTION_MESSAGE) == "ping doomed always fails"
+    assert "RuntimeError" in header(letter, dl.DLT_EXCEPTION_STACKTRACE)
+    assert header(letter, dl.DLT_ATTEMPTS) == "3"
+    assert header(letter, dl.DLT_HANDLER) == "tests.effects.handlers.record_ping"
+    assert int(header(letter, dl.DLT_FAILED_AT)) > 0
+    assert header(letter, dl.RETRY_HANDLER) is None, "retry bookkeeping leaked"
+    assert effects("doomed") == 0
+    outcomes = FailedAttempt.objects.filter(event_id=bad_id).order_by("attempt")
+    assert [a.outcome for a in outcomes] == [
+        "retry_scheduled",
+        "retry_scheduled",
+        "dead_lettered",
+    ]
+
+
+def test_poison_messages_are_dead_lettered_at_once(fresh_topics) -> None:
+    topic = fresh_topics.topic("reservation")
+
+    def envelope(**changes) -> bytes:
+        base = {
+            "id": "0b7e4f0a-2222-4c8e-9c55-0123456789ab",
+            "type": "TestPinged",
+            "version": 1,
+            "occurred_at": "2026-11-25T12:00:00+00:00",
+            "aggregate_type": "test",
+            "aggregate_id": "p",
+            "data": {"ping_id": "p"},
+        }
+        base.update(changes)
+        return json.dumps(base).encode()
+
+    bad_values = [
+        b"{not json",
+        b"\xff\xfe",
+        envelope(type="NoSuchEvent"),
+        envelope(version=99),
+        envelope(data={"n": 1}),
+        envelope(data={"ping_id": 5}),
+    ]
+    for value in bad_values:
+        send_raw(topic, key=b"p", value=value)
+    [poison_id] = send_events(TestPinged(ping_id="handler-poison", mode="poison"))
+
+    with running_consumer():
+        letters = wait_until(
+            lambda: (
+                found
+                if len(
+                    found := read_topic(
+                        fresh_topics.dlq_topic("reservation"), timeout=2
+                    )
+                )
+                == 7
+                else None
+            ),
+            timeout=30,
+            what="seven dead letters",
+        )
+    assert {header(m, dl.DLT_ATTEMPTS) for m in letters} == {"1"}
+    assert sorted(m.value() for m in letters[:6]) == sorted(bad_values)
+    fqcns = {header(m, dl.DLT_EXCEPTION_FQCN) for m in letters}
+    assert fqcns == {"events.types.PoisonMessage"}
+    messages = {header(m, dl.DLT_EXCEPTION_MESSAGE) for m in letters}
+    assert any("not JSON" in m for m in messages)
+    assert any("unknown event type" in m for m in messages)
+    assert any("lacks field 'ping_id'" in m for m in messages)
+    assert not FailedAttempt.objects.exclude(outcome="dead_lettered").exists()
+    assert FailedAttempt.objects.get(event_id=poison_id).attempt == 1
+
+
+def test_blocking_retry_keeps_the_partition_in_order(fresh_topics) -> None:
+    send_events(
+        TestOrdered(ping_id="first", mode="flaky", fail_times=2, key_id="K", n=1),
+        TestOrdered(ping_id="second", key_id="K", n=2),
+    )
+    with running_consumer():
+        wait_until(lambda: effects("second") == 1, timeout=30, what="both events")
+    order = list(Effect.objects.order_by("id").values_list("ping_id", flat=True))
+    assert order == ["first", "second"]
+    assert list(
+        FailedAttempt.objects.order_by("attempt").values_list("attempt", "outcome")
+    ) == [(1, "retried_in_place"), (2, "retried_in_place")]
+
+
+def test_dead_letter_storm_pauses_the_consumer(fresh_topics, settings, caplog) -> None:
+    settings.EVENTS_DLQ_MAX_PER_WINDOW = 3
+    settings.EVENTS_DLQ_STORM_PAUSE_SECONDS = 30
+    topic = fresh_topics.topic("reservation")
+    for i in range(8):
+        send_raw(topic, key=b"storm", value=f"garbage {i}".encode())
+    send_events(TestPinged(ping_id="behind-the-storm", key_id="storm"))
+    with running_consumer():
+        wait_until(lambda: "DEAD-LETTER STORM" in caplog.text, what="the storm alarm")
+        letters = read_topic(
+            fresh_topics.dlq_topic("reservation"), expected=3, timeout=5
+        )
+    assert len(letters) == 3
+    assert effects("behind-the-storm") == 0
+
+
+def test_consumer_killed_mid_batch_loses_nothing_and_doubles_nothing(
+    fresh_topics, subprocess_env
+) -> None:
+    env = child_env()
+    send_events(
+        *[
+            TestPinged(ping_id=f"k{i}", key_id=f"key{i % 7}", sleep_ms=5)
+            for i in range(400)
+        ]
+    )
+    first = start_consumer_process(env, "--topics", "reservation", "--batch-size", "50")
+    wait_until(
+        lambda: Effect.objects.count() >= 60, timeout=60, what="a first part handled"
+    )
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    assert Effect.objects.count() < 400, "finished before the kill"
+
+    second = start_consumer_process(
+        env, "--topics", "reservation", "--batch-size", "50"
+    )
+    try:
+        wait_until(
+            lambda: Effect.objects.values("ping_id").distinct().count() == 400,
+            timeout=90,
+            what="every event handled",
+        )
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0
+    assert Effect.objects.count() == 400, "an effect was doubled"
+    assert InboxEntry.objects.count() == 400
+
+
+def test_sigterm_stops_cleanly_with_offsets_committed(
+    fresh_topics, subprocess_env
+) -> None:
+    env = child_env()
+    send_events(
+        *[TestPinged(ping_id=f"t{i}", key_id=f"key{i % 5}") for i in range(100)]
+    )
+    process = start_consumer_process(env, "--topics", "reservation")
+    try:
+        wait_until(
+            lambda: Effect.objects.count() == 100, timeout=60, what="all handled"
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    assert code == 0, stderr
+    assert "left the group" in stderr
+
+    topic = fresh_topics.topic("reservation")
+    reader = build_consumer(
+        fresh_topics.consumer_group, **{"group.protocol": "classic"}
+    )
+    try:
+        parts = [TopicPartition(topic, p) for p in range(fresh_topics.partitions)]
+        committed = reader.committed(parts, timeout=10)
+        ends = [reader.get_watermark_offsets(p, timeout=10)[1] for p in parts]
+    finally:
+        reader.close()
+    assert [c.offset if c.offset >= 0 else 0 for c in committed] == ends
