@@ -107,6 +107,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
 }
 
+# How long a reserved seat stays HELD before the hold expires and frees it.
+RESERVATION_HOLD_SECONDS = env.int("RESERVATION_HOLD_SECONDS", default=300)
+
 # --- Celery (periodic housekeeping) ---------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)

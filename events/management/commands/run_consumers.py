@@ -64,7 +64,7 @@ class Command(BaseCommand):
                 "Run `manage.py create_topics` first."
             )
         if options["concurrency"] > 1:
-            self._supervise(options["concurrency"])
+            self._supervise(options["concurrency"], options["metrics_port"])
             return
         if options["metrics_port"]:
             from prometheus_client import start_http_server
@@ -84,24 +84,23 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, shutdown)
         runner.run()
 
-    def _supervise(self, count: int) -> None:
+    def _supervise(self, count: int, metrics_port: int | None) -> None:
         """Run `count` single consumers as child processes; restart any that dies.
 
         Processes, not threads: handler work is Python, and the GIL would make
         threads share one core.
         """
-        child_argv = [
-            sys.executable,
-            *_without_concurrency(sys.argv),
-            "--concurrency",
-            "1",
-        ]
+        base_argv = [sys.executable, *_child_args(sys.argv), "--concurrency", "1"]
         stopping = False
 
-        def spawn() -> subprocess.Popen[bytes]:
-            return subprocess.Popen(child_argv)
+        def spawn(number: int) -> subprocess.Popen[bytes]:
+            # Child n serves its metrics on metrics_port + n.
+            port = (
+                ["--metrics-port", str(metrics_port + number)] if metrics_port else []
+            )
+            return subprocess.Popen([*base_argv, *port])
 
-        children = [spawn() for _ in range(count)]
+        children = [spawn(n) for n in range(count)]
 
         def shutdown(signum: int, _frame: object) -> None:
             nonlocal stopping
@@ -127,18 +126,20 @@ class Command(BaseCommand):
                         code,
                     )
                     time.sleep(1)
-                    children[i] = spawn()
+                    children[i] = spawn(i)
             time.sleep(0.5)
 
 
-def _without_concurrency(argv: list[str]) -> list[str]:
+def _child_args(argv: list[str]) -> list[str]:
+    """The supervisor's own arguments minus the ones it sets per child."""
+    per_child = ("--concurrency", "--metrics-port")
     out: list[str] = []
     skip_next = False
     for arg in argv:
         if skip_next:
             skip_next = False
-        elif arg == "--concurrency":
+        elif arg in per_child:
             skip_next = True
-        elif not arg.startswith("--concurrency="):
+        elif not arg.startswith(tuple(f"{name}=" for name in per_child)):
             out.append(arg)
     return out

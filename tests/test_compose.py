@@ -1,0 +1,74 @@
+"""docker-compose.yml cannot run here (no Docker engine); check it against the settings."""
+
+import re
+from pathlib import Path
+
+import yaml
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+APP_SERVICES = {"web", "relay", "consumers", "worker", "beat", "migrate"}
+LONG_RUNNING_WITH_HEALTH = {"kafka", "postgres", "redis", "web", "relay", "consumers"}
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def settings_variables() -> set[str]:
+    names: set[str] = set()
+    for path in (ROOT / "config/settings").glob("*.py"):
+        names |= set(re.findall(r'env\.\w+\(\s*"([A-Z_]+)"', path.read_text()))
+    return names
+
+
+def test_compose_has_every_service_of_the_system() -> None:
+    services = set(compose()["services"])
+    assert services == APP_SERVICES | {"kafka", "postgres", "redis"}
+
+
+def test_every_setting_variable_is_set_for_every_app_service() -> None:
+    needed = settings_variables()
+    assert "DATABASE_URL" in needed and "KAFKA_BOOTSTRAP_SERVERS" in needed
+    for name in APP_SERVICES:
+        env = compose()["services"][name]["environment"]
+        assert needed <= set(env), f"{name} lacks {sorted(needed - set(env))}"
+        assert env["DJANGO_SETTINGS_MODULE"] == "config.settings.prod"
+
+
+def test_every_setting_variable_is_documented_in_env_example() -> None:
+    example = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^([A-Z_]+)=", example, re.M))
+    assert settings_variables() <= documented
+
+
+def test_compose_topic_names_are_the_settings_defaults() -> None:
+    env = compose()["x-app-env"]
+    for stream, topic in settings.EVENT_TOPICS.items():
+        name = "TOPIC_" + stream.upper().replace("-", "_")
+        assert env[name] == topic
+        assert env[name + "_DLQ"] == settings.EVENT_DLQ_TOPICS[stream]
+    assert env["TOPIC_SEAT_RESERVED"] == "seat-reserved-topic"
+    assert env["TOPIC_PAYMENT_COMPLETE_DLQ"] == "payment-complete-dlq"
+
+
+def test_compose_kafka_runs_kraft_from_the_official_image() -> None:
+    kafka = compose()["services"]["kafka"]
+    assert kafka["image"].startswith("apache/kafka:4.")
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert compose()["x-app-env"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+
+
+def test_services_wait_for_healthy_dependencies_and_keep_data_in_volumes() -> None:
+    doc = compose()
+    services = doc["services"]
+    for name in LONG_RUNNING_WITH_HEALTH:
+        assert "healthcheck" in services[name], name
+    for name in APP_SERVICES - {"migrate"}:
+        conditions = {d["condition"] for d in services[name]["depends_on"].values()}
+        assert "service_completed_successfully" in conditions, name
+    assert services["migrate"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    for name in ("kafka", "postgres", "redis"):
+        volume = services[name]["volumes"][0].split(":")[0]
+        assert volume in doc["volumes"], name
+    assert "--concurrency" in services["consumers"]["command"]
