@@ -1,0 +1,64 @@
+"""OpenAPI pieces every view shares: the error body, error responses, the key header."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from rest_framework import serializers
+
+from reservations.idempotency import IDEMPOTENCY_HEADER
+
+
+class ErrorBodySerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable, machine-readable error code.")
+    message = serializers.CharField(help_text="Human-readable explanation.")
+    details = serializers.DictField(
+        child=serializers.JSONField(),
+        help_text="Field errors for validation_error; ids and states otherwise.",
+    )
+
+    class Meta:
+        ref_name = "ErrorBody"
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorBodySerializer()
+
+    class Meta:
+        ref_name = "Error"
+
+
+_DESCRIPTIONS = {
+    400: "Invalid input (code validation_error, invalid_idempotency_key, ...).",
+    401: "Not authenticated.",
+    403: "Not allowed (also returned instead of 401 for session clients).",
+    404: "Not found, not yours, or a page past the end of a list.",
+    409: "Conflict: seat_unavailable, already_paid, insufficient_balance, "
+    "hold_expired or invalid_state.",
+    422: "idempotency_key_reused: the Idempotency-Key was used with another request.",
+    429: "throttled: too many write requests.",
+}
+
+
+def error_responses(*status_codes: int) -> dict[int, OpenApiResponse]:
+    """Document the error statuses a view returns, all with the ErrorSerializer."""
+    return {
+        code: OpenApiResponse(response=ErrorSerializer, description=_DESCRIPTIONS[code])
+        for code in status_codes
+    }
+
+
+AUTH_ERRORS = (401, 403)
+WRITE_ERRORS = (400, 401, 403, 404, 409, 422, 429)
+
+IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
+    name=IDEMPOTENCY_HEADER,
+    type=OpenApiTypes.STR,
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description=(
+        "A unique key (1-255 characters) per intended operation. Repeating a request "
+        "with the same key returns the stored response without doing the work again; "
+        "reusing it with a different request returns 422."
+    ),
+)

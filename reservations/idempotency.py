@@ -1,0 +1,148 @@
+"""Idempotency-Key support for POST views that move seats or money.
+
+A view method decorated with `@idempotent("scope")` runs once per (user, scope, key):
+
+* The first request inserts an `IdempotencyRecord` and keeps it locked for the whole
+  request, in the same transaction as the work it guards; the response (success or a
+  4xx error) is stored there before commit.
+* A concurrent duplicate's insert waits on the unique index until the first commits,
+  then finds the stored response and replays it: no second effect.
+* A repeat with a different method, path or body is refused (422).
+* A 400 (the input never reached the service) or an unexpected error (5xx) rolls the
+  record back with the work, so a corrected or later retry runs.
+
+Requests without the header are not deduplicated.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.db import transaction
+from django.utils import timezone
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from reservations.errors import IdempotencyKeyReused, InvalidIdempotencyKey
+from reservations.models import IdempotencyRecord
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+MAX_KEY_LENGTH = 255
+# Invalid input never started the work: the client may fix it and reuse the key.
+UNSTORED_STATUSES = frozenset({400})
+
+ViewMethod = TypeVar("ViewMethod", bound=Callable[..., Response])
+
+
+def idempotent(scope: str) -> Callable[[ViewMethod], ViewMethod]:
+    """Make an APIView method honour the Idempotency-Key header under `scope`."""
+
+    def decorate(method: ViewMethod) -> ViewMethod:
+        @functools.wraps(method)
+        def wrapper(view: APIView, request: Request, *args: Any, **kwargs: Any) -> Any:
+            key = request.headers.get(IDEMPOTENCY_HEADER)
+            if key is None:
+                return method(view, request, *args, **kwargs)
+            _validate_key(key)
+            return _run_once(
+                view=view,
+                request=request,
+                scope=scope,
+                key=key,
+                call=lambda: method(view, request, *args, **kwargs),
+            )
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _run_once(
+    *,
+    view: APIView,
+    request: Request,
+    scope: str,
+    key: str,
+    call: Callable[[], Response],
+) -> Response:
+    fingerprint = request_fingerprint(request)
+    with transaction.atomic():
+        record = idempotency_record_claim(
+            user_id=request.user.pk, scope=scope, key=key, fingerprint=fingerprint
+        )
+        if record.fingerprint != fingerprint:
+            raise IdempotencyKeyReused(extra={"idempotency_key": key})
+        if record.response_status is not None:
+            return Response(
+                record.response_body,
+                status=record.response_status,
+                headers={REPLAYED_HEADER: "true"},
+            )
+        try:
+            with transaction.atomic():
+                response = call()
+        except Exception as exc:  # noqa: BLE001 - DRF decides; unknown errors re-raise
+            response = view.handle_exception(exc)
+        if response.status_code in UNSTORED_STATUSES or response.status_code >= 500:
+            transaction.set_rollback(True)
+            return response
+        idempotency_record_complete(record=record, response=response)
+        return response
+
+
+def idempotency_record_claim(
+    *, user_id: int, scope: str, key: str, fingerprint: str
+) -> IdempotencyRecord:
+    """Insert the key's record unless it exists, then lock and return it.
+
+    Must run inside a transaction. `ON CONFLICT DO NOTHING` blocks while another
+    transaction holds an uncommitted row with the same key, so the lock that follows
+    always sees that request's final outcome.
+    """
+    IdempotencyRecord.objects.bulk_create(
+        [
+            IdempotencyRecord(
+                user_id=user_id, scope=scope, key=key, fingerprint=fingerprint
+            )
+        ],
+        ignore_conflicts=True,
+    )
+    return IdempotencyRecord.objects.select_for_update().get(
+        user_id=user_id, scope=scope, key=key
+    )
+
+
+def idempotency_record_complete(
+    *, record: IdempotencyRecord, response: Response
+) -> None:
+    """Store the response that repeats of this key will get."""
+    record.response_status = response.status_code
+    record.response_body = (
+        None
+        if response.data is None
+        else json.loads(JSONRenderer().render(response.data))
+    )
+    record.completed_at = timezone.now()
+    record.save(update_fields=["response_status", "response_body", "completed_at"])
+
+
+def request_fingerprint(request: Request) -> str:
+    """Hash what makes two requests "the same": method, path and JSON body."""
+    data = request.data
+    if hasattr(data, "dict"):
+        data = data.dict()
+    body = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    raw = f"{request.method}\n{request.path}\n{body}"
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _validate_key(key: str) -> None:
+    if not 0 < len(key) <= MAX_KEY_LENGTH or not key.isprintable():
+        raise InvalidIdempotencyKey(extra={"max_length": MAX_KEY_LENGTH})
