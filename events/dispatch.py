@@ -6,9 +6,11 @@ savepoint of it, so one handler's failure rolls back only its own effects and in
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
@@ -31,6 +33,16 @@ INBOX_INSERT_SQL = """
 
 # Exceptions no retry can fix: the event goes to the DLQ at once.
 POISON_EXCEPTIONS: tuple[type[BaseException], ...] = (PoisonMessage, ValidationError)
+
+
+_current_event_id: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar(
+    "current_event_id", default=None
+)
+
+
+def current_event_id() -> uuid.UUID | None:
+    """The id of the event the running handler was given (None outside handlers)."""
+    return _current_event_id.get()
 
 
 class Result(enum.Enum):
@@ -69,6 +81,7 @@ def run_handler(
     right now, the insert waits for it and then finds the row (a duplicate).
     """
     token = set_trace_id(where.trace_id)
+    event_token = _current_event_id.set(envelope.event_id)
     started = time.perf_counter()
     try:
         with transaction.atomic():
@@ -102,5 +115,6 @@ def run_handler(
     finally:
         metrics.HANDLER_SECONDS.labels(spec.name).observe(time.perf_counter() - started)
         reset_trace_id(token)
+        _current_event_id.reset(event_token)
     metrics.PROCESSED.labels(where.topic, spec.name).inc()
     return HandlerOutcome(spec, Result.PROCESSED)

@@ -1,0 +1,27 @@
+"""Kafka handlers of the payments stream: confirm, issue the ticket, notify."""
+
+from __future__ import annotations
+
+from events.dispatch import current_event_id
+from events.registry import handler
+from events.types import PoisonMessage
+from payments.events import PaymentCompleted
+from reservations.errors import InvalidState, NotFound
+from reservations.services import notification_create, reservation_confirm
+
+
+@handler("payment-complete", events=[PaymentCompleted])
+def confirm_and_issue_ticket(event: PaymentCompleted) -> None:
+    """The report's KafkaPaymentConsumer: confirm the reservation, issue a ticket, notify."""
+    try:
+        ticket = reservation_confirm(reservation_id=event.reservation_id)
+    except (NotFound, InvalidState) as exc:
+        raise PoisonMessage(
+            f"reservation {event.reservation_id} cannot be confirmed: {exc}"
+        ) from exc
+    notification_create(
+        user_id=event.user_id,
+        kind="ticket_issued",
+        message=f"Payment received; your ticket is {ticket.code}.",
+        event_id=current_event_id(),
+    )

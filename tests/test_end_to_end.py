@@ -1,0 +1,61 @@
+"""The whole path: API -> outbox -> relay -> Kafka -> consumer -> handler -> database."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from payments.services import wallet_charge
+from reservations.models import Notification, Reservation, Ticket
+from tests.events.pipeline import running_consumer
+from tests.events.relay_process import running_relay
+from tests.reservations.factories import make_performance, make_user
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def status_of(reservation_id: int) -> str:
+    return Reservation.objects.get(pk=reservation_id).status
+
+
+def test_reserving_and_paying_through_the_api_flows_through_kafka(fresh_topics) -> None:
+    performance = make_performance(seats=3, price=100)
+    seat = performance.seats.order_by("number").first()
+    user = make_user()
+    wallet_charge(user=user, amount=500)
+    client = APIClient()
+    client.force_authenticate(user)
+
+    with running_relay(poll_interval=0.2), running_consumer():
+        response = client.post(
+            "/api/reservations/create/",
+            {"seat_id": seat.pk},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="e2e-reserve-1",
+        )
+        assert response.status_code == 201, response.content
+        reservation_id = response.json()["id"]
+        assert response.json()["status"] == "PENDING"
+
+        wait_until(lambda: status_of(reservation_id) == "RESERVED", what="RESERVED")
+        wait_until(
+            lambda: Notification.objects.filter(user=user, kind="reservation_created"),
+            what="the reservation notification",
+        )
+
+        paid = client.post(f"/api/reservations/{reservation_id}/pay/", format="json")
+        assert paid.status_code == 201, paid.content
+        wait_until(lambda: status_of(reservation_id) == "CONFIRMED", what="CONFIRMED")
+        wait_until(
+            lambda: Ticket.objects.filter(reservation_id=reservation_id), what="ticket"
+        )
+        wait_until(
+            lambda: Notification.objects.filter(user=user, kind="ticket_issued"),
+            what="the ticket notification",
+        )
+
+    assert Ticket.objects.filter(reservation_id=reservation_id).count() == 1
+    assert Notification.objects.filter(user=user).count() == 2
+    detail = client.get(f"/api/reservations/{reservation_id}/").json()
+    assert detail["status"] == "CONFIRMED"
