@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from events.models import InboxEntry, OutboxEvent
+from events.models import FailedAttempt, InboxEntry, OutboxEvent, PublishedEvent
 
 
 class OutboxStateFilter(admin.SimpleListFilter):
@@ -10,13 +10,11 @@ class OutboxStateFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list:
-        return [("pending", "pending"), ("sent", "sent"), ("parked", "parked")]
+        return [("pending", "pending"), ("parked", "parked")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if self.value() == "pending":
-            return queryset.filter(sent_at__isnull=True, parked_at__isnull=True)
-        if self.value() == "sent":
-            return queryset.filter(sent_at__isnull=False)
+            return queryset.filter(parked_at__isnull=True)
         if self.value() == "parked":
             return queryset.filter(parked_at__isnull=False)
         return queryset
@@ -24,6 +22,8 @@ class OutboxStateFilter(admin.SimpleListFilter):
 
 @admin.register(OutboxEvent)
 class OutboxEventAdmin(admin.ModelAdmin):
+    """The backlog (pending rows) and the parked rows the broker refused."""
+
     list_display = (
         "id",
         "event_type",
@@ -31,15 +31,13 @@ class OutboxEventAdmin(admin.ModelAdmin):
         "key",
         "state",
         "created_at",
-        "sent_at",
-        "partition",
-        "offset",
+        "parked_at",
+        "last_error",
     )
     list_filter = (OutboxStateFilter, "event_type", "topic")
     search_fields = ("event_id", "key", "aggregate_id", "last_error")
     readonly_fields = [f.name for f in OutboxEvent._meta.fields]
     actions = ("republish",)
-    date_hierarchy = "created_at"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -49,13 +47,38 @@ class OutboxEventAdmin(admin.ModelAdmin):
     )
     def republish(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = queryset.filter(parked_at__isnull=False).update(
-            parked_at=None, sent_at=None, last_error=""
+            parked_at=None, last_error=""
         )
         self.message_user(
             request,
-            f"{count} parked event(s) queued for the relay again.",
+            f"{count} parked event(s) handed to the relay again.",
             messages.SUCCESS,
         )
+
+
+@admin.register(PublishedEvent)
+class PublishedEventAdmin(admin.ModelAdmin):
+    """Where each acknowledged event landed: topic, partition, offset."""
+
+    list_display = (
+        "event_id",
+        "event_type",
+        "topic",
+        "partition",
+        "offset",
+        "key",
+        "created_at",
+        "sent_at",
+    )
+    list_filter = ("event_type", "topic")
+    search_fields = ("event_id", "key", "aggregate_id")
+    readonly_fields = [f.name for f in PublishedEvent._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 @admin.register(InboxEntry)
@@ -71,6 +94,25 @@ class InboxEntryAdmin(admin.ModelAdmin):
     list_filter = ("handler", "topic")
     search_fields = ("event_id",)
     readonly_fields = [f.name for f in InboxEntry._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(FailedAttempt)
+class FailedAttemptAdmin(admin.ModelAdmin):
+    list_display = (
+        "event_id",
+        "handler",
+        "attempt",
+        "outcome",
+        "exception_class",
+        "topic",
+        "failed_at",
+    )
+    list_filter = ("outcome", "handler", "exception_class")
+    search_fields = ("event_id", "message")
+    readonly_fields = [f.name for f in FailedAttempt._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.db.models import Q
 
 
 class OutboxEvent(models.Model):
-    """An event committed with its business change and waiting to be sent to Kafka.
+    """An event committed with its business change and not yet acknowledged by Kafka.
 
     `id` is allocated inside the writing transaction after `events.publish` took a
     per-key advisory lock, so for any one key, id order is commit order: the relay sends
-    rows in id order and therefore in commit order per key.
+    rows in id order and therefore in commit order per key. Once the broker has
+    acknowledged a row, the relay deletes it and records the delivery as a
+    PublishedEvent in the same transaction; what stays here is the backlog and the
+    parked rows.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -25,9 +29,6 @@ class OutboxEvent(models.Model):
     aggregate_type = models.CharField(max_length=100)
     aggregate_id = models.CharField(max_length=255)
     created_at = models.DateTimeField(auto_now_add=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
-    partition = models.IntegerField(null=True, blank=True)
-    offset = models.BigIntegerField(null=True, blank=True)
     parked_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
 
@@ -36,10 +37,8 @@ class OutboxEvent(models.Model):
             models.Index(
                 fields=["id"],
                 name="outbox_pending_idx",
-                condition=Q(sent_at__isnull=True, parked_at__isnull=True),
+                condition=Q(parked_at__isnull=True),
             ),
-            models.Index(fields=["aggregate_type", "aggregate_id"]),
-            models.Index(fields=["sent_at"]),
         ]
         verbose_name = "outbox event"
 
@@ -48,9 +47,33 @@ class OutboxEvent(models.Model):
 
     @property
     def state(self) -> str:
-        if self.parked_at:
-            return "parked"
-        return "sent" if self.sent_at else "pending"
+        return "parked" if self.parked_at else "pending"
+
+
+class PublishedEvent(models.Model):
+    """Where an outbox event landed: written when the broker acknowledged it.
+
+    Slim on purpose (no payload): the relay inserts one per event at full speed, and
+    the Kafka topic holds the payload for its retention period.
+    """
+
+    outbox_id = models.BigIntegerField()
+    event_id = models.UUIDField(unique=True)
+    event_type = models.CharField(max_length=100)
+    topic = models.CharField(max_length=249)
+    key = models.CharField(max_length=255)
+    aggregate_type = models.CharField(max_length=100)
+    aggregate_id = models.CharField(max_length=255)
+    partition = models.IntegerField()
+    offset = models.BigIntegerField()
+    created_at = models.DateTimeField()
+    sent_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [BrinIndex(fields=["sent_at"], name="published_sent_at_brin")]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.event_id} at {self.topic}[{self.partition}]@{self.offset}"
 
 
 class InboxEntry(models.Model):

@@ -10,8 +10,8 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -27,6 +27,7 @@ from events.kafka import (
     Producer,
     build_producer,
 )
+from events.relay_recorder import Batch, Outcome, Recorder
 
 logger = logging.getLogger(__name__)
 
@@ -38,41 +39,17 @@ BACKLOG_REFRESH_SECONDS = 5.0
 FETCH_SQL = """
     SELECT id, topic, key, payload::text, headers::text
     FROM events_outboxevent
-    WHERE sent_at IS NULL AND parked_at IS NULL
+    WHERE parked_at IS NULL AND id > %s
     ORDER BY id
     LIMIT %s
 """
-MARK_SENT_SQL = """
-    UPDATE events_outboxevent AS o
-    SET sent_at = now(), partition = v.p, "offset" = v.o, last_error = ''
-    FROM unnest(%s::bigint[], %s::int[], %s::bigint[]) AS v(id, p, o)
-    WHERE o.id = v.id
-"""
-PARK_SQL = """
-    UPDATE events_outboxevent AS o
-    SET parked_at = now(), last_error = v.err
-    FROM unnest(%s::bigint[], %s::text[]) AS v(id, err)
-    WHERE o.id = v.id
-"""
-NOTE_ERROR_SQL = """
-    UPDATE events_outboxevent AS o SET last_error = v.err
-    FROM unnest(%s::bigint[], %s::text[]) AS v(id, err)
-    WHERE o.id = v.id
-"""
 BACKLOG_SQL = """
     SELECT count(*), extract(epoch FROM now() - min(created_at))
-    FROM events_outboxevent WHERE sent_at IS NULL AND parked_at IS NULL
+    FROM events_outboxevent WHERE parked_at IS NULL
 """
 PARKED_SQL = "SELECT count(*) FROM events_outboxevent WHERE parked_at IS NOT NULL"
-
-
-@dataclass
-class BatchResult:
-    fetched: int = 0
-    sent: int = 0
-    parked: int = 0
-    failed: int = 0
-    errors: list[str] = field(default_factory=list)
+# Batches produced but not yet recorded: enough to overlap the database with Kafka.
+MAX_IN_FLIGHT = 3
 
 
 def database_connection() -> psycopg.Connection[Any]:
@@ -93,20 +70,37 @@ def database_connection() -> psycopg.Connection[Any]:
     )
 
 
+def recorder_connection() -> psycopg.Connection[Any]:
+    """A connection whose commits do not wait for the WAL flush.
+
+    Safe for this bookkeeping only: if PostgreSQL crashes, the last deletes may be
+    lost and those rows are sent again (a duplicate, allowed by at-least-once). The
+    events themselves were committed by the application with a full flush.
+    """
+    conn = database_connection()
+    conn.execute("SET synchronous_commit TO off")
+    return conn
+
+
 class OutboxRelay:
-    """Send committed outbox rows to Kafka in id order; mark only acknowledged rows sent.
+    """Send committed outbox rows to Kafka in id order; delete them once acknowledged.
 
     Contract:
-    - `run()` blocks until `stop()` is called; the batch in flight is finished first
-      (acknowledged rows marked) so a clean stop re-sends nothing.
+    - `run()` blocks until `stop()` is called; batches in flight are finished first
+      (acknowledged rows recorded), so a clean stop re-sends nothing.
     - One leader: `run()` first takes a PostgreSQL session advisory lock. A second
       relay waits as a hot standby and takes over within one poll interval of the
       leader's death, because PostgreSQL frees the lock when the session ends. With one
-      sender and per-key commit order in id order (see events.outbox.publish), every
-      key's events reach their partition in commit order, also across a crash.
-    - At least once: a row is marked sent only after the broker acknowledged it with
-      acks=all from an idempotent producer. A crash between acknowledgement and marking
+      sender and per-key commit order equal to id order (see events.outbox.publish),
+      every key's events reach their partition in commit order, also across a crash.
+    - At least once: a row leaves the outbox only after the broker acknowledged it
+      (acks=all, idempotent producer). A crash between acknowledgement and recording
       re-sends the row: a duplicate, never a loss.
+    - Pipelined: up to MAX_IN_FLIGHT batches are produced ahead of their recording,
+      which a Recorder thread does on its own connection. Fetching walks forward by id
+      past the batches in flight; whenever the pipeline is empty (at least every
+      poll interval) it starts again from the lowest id, which picks up rows that
+      committed late with a lower id and rows whose delivery failed.
     - A row the broker refuses for good (PERMANENT_PRODUCE_ERRORS, e.g. too large) is
       parked with its error and the rows behind it go on. Any other failure leaves the
       rows pending; the relay backs off (doubling, capped) and sends them again.
@@ -130,13 +124,15 @@ class OutboxRelay:
         self._producer: Producer | None = None
         self._stop = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
+        self._recorder: Recorder | None = None
+        self._in_flight: deque[Batch] = deque()
         self._next_backlog_refresh = 0.0
         self.is_leader = False
 
     # -- lifecycle --------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask `run()` to return after the batch in flight (safe from a signal handler)."""
+        """Ask `run()` to return after the batches in flight (signal-safe)."""
         self._stop.set()
 
     @property
@@ -150,17 +146,18 @@ class OutboxRelay:
                 return
             self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
             self._producer = self._producer_factory()
+            self._recorder = Recorder(recorder_connection, depth=MAX_IN_FLIGHT)
             self._loop()
         finally:
             self._close()
 
     def _close(self) -> None:
-        if self._producer is not None:
-            remaining = self._producer.flush(10)
-            if remaining:
-                logger.warning(
-                    "relay stopped with %d messages unacknowledged", remaining
-                )
+        if self._producer is not None and self._in_flight:
+            self._wait_for(lambda: all(b.complete for b in self._in_flight))
+            self._hand_over_completed()
+        if self._recorder is not None:
+            self._recorder.drain()
+            self._recorder.close()
         if self._conn is not None:
             self._conn.close()
         self.is_leader = False
@@ -184,68 +181,101 @@ class OutboxRelay:
             self._stop.wait(self.poll_interval)
         return False
 
+    # -- the pipeline -----------------------------------------------------------------
+
     def _loop(self) -> None:
+        assert self._conn is not None and self._recorder is not None
+        floor = 0
+        rescan_at = time.monotonic() + self.poll_interval
         backoff = 0.0
         while not self.stopping:
-            result = self.relay_batch()
-            self._refresh_backlog()
-            if result.failed:
-                backoff = min(max(backoff * 2, 0.5), self.max_backoff)
-                logger.warning(
-                    "broker did not acknowledge %d of %d events (%s); retrying in %.1f s",
-                    result.failed,
-                    result.fetched,
-                    "; ".join(sorted(set(result.errors))[:3]),
-                    backoff,
-                )
-                self._stop.wait(backoff)
+            producer = self._ensure_producer()
+            producer.poll(0)
+            failures = self._hand_over_completed()
+            if failures:
+                backoff = self._back_off(failures, backoff)
+                floor, rescan_at = 0, time.monotonic() + self.poll_interval
                 continue
-            backoff = 0.0
-            if result.fetched < self.batch_size:
+            fetched = -1
+            if len(self._in_flight) < MAX_IN_FLIGHT and time.monotonic() < rescan_at:
+                rows = self._conn.execute(
+                    FETCH_SQL, (floor, self.batch_size)
+                ).fetchall()
+                fetched = len(rows)
+                if rows:
+                    self._in_flight.append(self._produce_batch(producer, rows))
+                    floor = rows[-1][0]
+                    if fetched == self.batch_size:
+                        continue
+            if self._in_flight:
+                producer.poll(0.005)
+                continue
+            # Pipeline empty: everything fetched is recorded. Start again from the
+            # lowest id, so late committers and failed rows are picked up.
+            self._recorder.drain()
+            if self._recorder.error is not None:
+                self._recorder.error = None
+                backoff = self._back_off([], backoff)
+            else:
+                backoff = 0.0
+            self._refresh_backlog()
+            if fetched == 0 or floor == 0:
                 self._wait_for_notify()
+            floor, rescan_at = 0, time.monotonic() + self.poll_interval
 
-    def _wait_for_notify(self) -> None:
-        assert self._conn is not None
-        # Drain what piled up while we were busy, then sleep until the next one.
-        for _ in self._conn.notifies(timeout=0):
-            pass
-        deadline = time.monotonic() + self.poll_interval
-        while not self.stopping:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            # Short slices keep a SIGTERM from waiting a whole poll interval.
-            for _ in self._conn.notifies(timeout=min(remaining, 0.25), stop_after=1):
-                return
+    def _ensure_producer(self) -> Producer:
+        if self._producer is None:
+            self._producer = self._producer_factory()
+        return self._producer
 
-    # -- one batch --------------------------------------------------------------------
+    def _back_off(
+        self, failures: list[tuple[int, KafkaError]], backoff: float
+    ) -> float:
+        # Let what is in flight finish and be recorded, then wait before trying again.
+        self._wait_for(lambda: all(b.complete for b in self._in_flight))
+        self._hand_over_completed()
+        assert self._recorder is not None
+        self._recorder.drain()
+        self._recorder.error = None
+        backoff = min(max(backoff * 2, 0.5), self.max_backoff)
+        errors = sorted({f"{e.name()}: {e.str()}" for _, e in failures})
+        logger.warning(
+            "%d events not acknowledged (%s); retrying in %.1f s",
+            len(failures),
+            "; ".join(errors[:3]) or "database error while recording",
+            backoff,
+        )
+        self._stop.wait(backoff)
+        return backoff
 
-    def relay_batch(self) -> BatchResult:
-        """Send one batch of pending rows and record the outcome of each."""
-        assert self._conn is not None
-        producer = self._producer or self._producer_factory()
-        self._producer = producer
-        started = time.perf_counter()
-        rows = self._conn.execute(FETCH_SQL, (self.batch_size,)).fetchall()
-        result = BatchResult(fetched=len(rows))
-        if not rows:
-            return result
-        outcomes: dict[int, tuple[KafkaError | None, int, int]] = {}
-        on_delivery = functools.partial(_record_delivery, outcomes)
-        for row_id, topic, key, payload, headers in rows:
-            self._produce(
-                producer, outcomes, on_delivery, row_id, topic, key, payload, headers
-            )
-        self._wait_for_acks(producer, lambda: len(outcomes) == len(rows))
-        self._isolate_refused(producer, rows, outcomes, on_delivery)
-        self._record(rows, outcomes, result)
-        metrics.OUTBOX_BATCH_SECONDS.observe(time.perf_counter() - started)
-        return result
+    def _hand_over_completed(self) -> list[tuple[int, KafkaError]]:
+        """Give finished batches, oldest first, to the recorder; return their failures."""
+        assert self._recorder is not None
+        failures: list[tuple[int, KafkaError]] = []
+        while self._in_flight and self._in_flight[0].complete:
+            batch = self._in_flight.popleft()
+            self._isolate_refused(batch)
+            for _row_id, error in batch.failures():
+                if error.fatal():
+                    # An idempotent producer in a fatal state refuses everything after:
+                    # a new one (new producer id) takes over for the next batch.
+                    logger.error("producer fatal error %s; recreating it", error.str())
+                    self._producer = None
+            failures.extend(batch.failures())
+            self._recorder.submit(batch)
+        return failures
+
+    def _produce_batch(self, producer: Producer, rows: list[tuple[Any, ...]]) -> Batch:
+        batch = Batch(rows=rows)
+        on_delivery = functools.partial(_record_delivery, batch.outcomes)
+        for row in rows:
+            self._produce(producer, batch.outcomes, on_delivery, *row)
+        return batch
 
     def _produce(
         self,
         producer: Producer,
-        outcomes: dict[int, tuple[KafkaError | None, int, int]],
+        outcomes: dict[int, Outcome],
         on_delivery: Callable[..., None],
         row_id: int,
         topic: str,
@@ -271,13 +301,7 @@ class OutboxRelay:
                 outcomes[row_id] = (exc.args[0], -1, -1)
                 return
 
-    def _isolate_refused(
-        self,
-        producer: Producer,
-        rows: list[tuple[Any, ...]],
-        outcomes: dict[int, tuple[KafkaError | None, int, int]],
-        on_delivery: Callable[..., None],
-    ) -> None:
+    def _isolate_refused(self, batch: Batch) -> None:
         """Send each refused row again on its own, so only the real culprit is parked.
 
         The broker refuses a whole record batch when one record in it is too large, and
@@ -286,21 +310,24 @@ class OutboxRelay:
         """
         refused = [
             row
-            for row in rows
-            if (error := outcomes[row[0]][0]) is not None
+            for row in batch.rows
+            if (error := batch.outcomes[row[0]][0]) is not None
             and error.code() in PERMANENT_PRODUCE_ERRORS
         ]
         if not refused:
             return
+        producer = self._ensure_producer()
+        on_delivery = functools.partial(_record_delivery, batch.outcomes)
         for row in refused:
-            del outcomes[row[0]]
+            del batch.outcomes[row[0]]
         for row in refused:
-            self._produce(producer, outcomes, on_delivery, *row)
-            self._wait_for_acks(producer, lambda row_id=row[0]: row_id in outcomes)
+            self._produce(producer, batch.outcomes, on_delivery, *row)
+            self._wait_for(lambda row_id=row[0]: row_id in batch.outcomes)
 
-    def _wait_for_acks(self, producer: Producer, done: Callable[[], bool]) -> None:
+    def _wait_for(self, done: Callable[[], bool]) -> None:
         # librdkafka keeps retrying while the broker is away and fails each message
-        # after delivery.timeout.ms, so this loop ends; meanwhile say what we wait for.
+        # after delivery.timeout.ms, so this ends; meanwhile say what we wait for.
+        producer = self._ensure_producer()
         waited = 0
         while not done():
             remaining = producer.flush(1.0)
@@ -313,58 +340,19 @@ class OutboxRelay:
                         remaining,
                     )
 
-    def _record(
-        self,
-        rows: list[tuple[Any, ...]],
-        outcomes: dict[int, tuple[KafkaError | None, int, int]],
-        result: BatchResult,
-    ) -> None:
+    def _wait_for_notify(self) -> None:
         assert self._conn is not None
-        sent_ids: list[int] = []
-        partitions: list[int] = []
-        offsets: list[int] = []
-        parked: list[tuple[int, str]] = []
-        failed: list[tuple[int, str]] = []
-        topics: dict[int, str] = {}
-        for row_id, topic, *_ in rows:
-            topics[row_id] = topic
-            error, partition, offset = outcomes[row_id]
-            if error is None:
-                sent_ids.append(row_id)
-                partitions.append(partition)
-                offsets.append(offset)
-            elif error.code() in PERMANENT_PRODUCE_ERRORS:
-                parked.append((row_id, f"{error.name()}: {error.str()}"))
-            else:
-                failed.append((row_id, f"{error.name()}: {error.str()}"))
-                if error.fatal():
-                    # An idempotent producer in a fatal state refuses everything after:
-                    # start a new one (new producer id) for the next batch.
-                    logger.error("producer fatal error %s; recreating it", error.str())
-                    self._producer = None
-        with self._conn.transaction():
-            if sent_ids:
-                self._conn.execute(MARK_SENT_SQL, (sent_ids, partitions, offsets))
-            if parked:
-                ids, errors = zip(*parked, strict=False)
-                self._conn.execute(PARK_SQL, (list(ids), list(errors)))
-            if failed:
-                ids, errors = zip(*failed, strict=False)
-                self._conn.execute(NOTE_ERROR_SQL, (list(ids), list(errors)))
-        by_topic: dict[str, int] = {}
-        for row_id in sent_ids:
-            by_topic[topics[row_id]] = by_topic.get(topics[row_id], 0) + 1
-        for topic, count in by_topic.items():
-            metrics.OUTBOX_PUBLISHED.labels(topic=topic).inc(count)
-        for row_id, error in parked:
-            metrics.OUTBOX_PARKED.labels(topic=topics[row_id]).inc()
-            logger.error("parked outbox row %d for good: %s", row_id, error)
-        if failed:
-            metrics.OUTBOX_SEND_ERRORS.inc(len(failed))
-        result.sent = len(sent_ids)
-        result.parked = len(parked)
-        result.failed = len(failed)
-        result.errors = [error for _, error in failed]
+        # Drain what piled up while we were busy, then sleep until the next one.
+        for _ in self._conn.notifies(timeout=0):
+            pass
+        deadline = time.monotonic() + self.poll_interval
+        while not self.stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            # Short slices keep a SIGTERM from waiting a whole poll interval.
+            for _ in self._conn.notifies(timeout=min(remaining, 0.25), stop_after=1):
+                return
 
     def _refresh_backlog(self) -> None:
         now = time.monotonic()
@@ -379,7 +367,7 @@ class OutboxRelay:
 
 
 def _record_delivery(
-    outcomes: dict[int, tuple[KafkaError | None, int, int]],
+    outcomes: dict[int, Outcome],
     row_id: int,
     error: KafkaError | None,
     message: Message,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -55,3 +56,19 @@ def create_topics(
                     continue
                 raise
     return [TopicResult(name=name, created=name in created) for name in names]
+
+
+def delete_topics_with_prefix(prefix: str, *, timeout: float = 30.0) -> list[str]:
+    """Delete every topic whose name starts with `prefix` (test and bench cleanup)."""
+    if not prefix:
+        raise ValueError("refusing to delete every topic: give a prefix")
+    admin = build_admin()
+    ours = [
+        t for t in admin.list_topics(timeout=timeout).topics if t.startswith(prefix)
+    ]
+    if ours:
+        for future in admin.delete_topics(ours, operation_timeout=timeout).values():
+            # Best effort: a topic already gone is fine.
+            with contextlib.suppress(Exception):
+                future.result(timeout=timeout)
+    return ours

@@ -6,7 +6,6 @@ tests can run while `make run` uses the same broker, and runs never see each oth
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import uuid
@@ -34,23 +33,12 @@ def kafka_bootstrap() -> str:
 @pytest.fixture(scope="session")
 def kafka_topics(kafka_bootstrap: str) -> Iterator[PipelineSettings]:
     """Create every pipeline topic under this run's prefix; delete them afterwards."""
-    from events.kafka import build_admin
-    from events.topics import create_topics
+    from events.topics import create_topics, delete_topics_with_prefix
 
     conf = pipeline_settings()
     create_topics()
     yield conf
-    admin = build_admin()
-    ours = [
-        t
-        for t in admin.list_topics(timeout=10).topics
-        if t.startswith(conf.topic_prefix)
-    ]
-    if ours:
-        for future in admin.delete_topics(ours, operation_timeout=30).values():
-            # Cleanup must not fail the run.
-            with contextlib.suppress(Exception):
-                future.result(timeout=30)
+    delete_topics_with_prefix(conf.topic_prefix)
 
 
 def child_env() -> dict[str, str]:

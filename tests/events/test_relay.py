@@ -11,7 +11,7 @@ import pytest
 from django.db import transaction
 
 import events
-from events.models import OutboxEvent
+from events.models import OutboxEvent, PublishedEvent
 from events.outbox import OutboxError
 from tests.effects.event_types import TestPinged
 from tests.events.outbox_rows import (
@@ -26,7 +26,7 @@ from tests.waiting import wait_until
 
 
 def sent_count(topic: str) -> int:
-    return OutboxEvent.objects.filter(topic=topic, sent_at__isnull=False).count()
+    return PublishedEvent.objects.filter(topic=topic).count()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -55,13 +55,14 @@ def test_rolled_back_event_never_reaches_kafka_and_a_committed_one_does(
 
     with running_relay(poll_interval=0.2):
         wait_until(lambda: sent_count(topic) == 1, what="the committed event sent")
-    row.refresh_from_db()
+    assert not OutboxEvent.objects.exists(), "acknowledged row left in the outbox"
+    published = PublishedEvent.objects.get(event_id=row.event_id)
     messages = read_topic(topic, expected=1, timeout=10)
     assert len(messages) == 1
     message = messages[0]
     assert message.key() == b"ping-1"
-    assert message.partition() == row.partition
-    assert message.offset() == row.offset
+    assert message.partition() == published.partition
+    assert message.offset() == published.offset
     assert header(message, "event_id") == str(row.event_id)
     assert header(message, "event_type") == "TestPinged"
     assert len(header(message, "trace_id") or "") == 32

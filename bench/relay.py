@@ -1,0 +1,126 @@
+"""Relay benchmarks: drain of a pre-filled outbox, and commit -> acknowledged latency."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+
+from django.db import connection, transaction
+
+
+def _fill(count: int, topic: str, payload_bytes: int = 1000, keys: int = 1000) -> None:
+    # Random hex, so compression does not flatter the numbers.
+    repeats = payload_bytes // 32
+    with connection.cursor() as cursor:
+        for start in range(0, count, 20_000):
+            n = min(20_000, count - start)
+            cursor.execute(
+                """
+                INSERT INTO events_outboxevent (event_id, event_type, schema_version, topic,
+                    key, payload, headers, aggregate_type, aggregate_id, created_at,
+                    last_error)
+                SELECT gen_random_uuid(), 'BenchEvent', 1, %(topic)s, 'k' || (i %% %(keys)s),
+                    jsonb_build_object('seq', i, 'pad',
+                        (SELECT string_agg(md5(random()::text || g), '')
+                         FROM generate_series(1, %(repeats)s + 0 * i) AS g)),
+                    '{"event_type": "BenchEvent", "trace_id": "0"}'::jsonb,
+                    'bench', 'k' || (i %% %(keys)s), now(), ''
+                FROM generate_series(%(start)s, %(start)s + %(n)s - 1) AS i
+                """,
+                {
+                    "topic": topic,
+                    "keys": keys,
+                    "repeats": repeats,
+                    "start": start,
+                    "n": n,
+                },
+            )
+    connection.close()
+
+
+def _pending(topic: str) -> bool:
+    # Cheap on purpose: a count(*) every few ms would cost the relay a good part of a core.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM events_outboxevent WHERE topic = %s LIMIT 1", [topic]
+        )
+        return cursor.fetchone() is not None
+
+
+def drain(*, count: int = 100_000, batch_size: int = 2000) -> dict[str, object]:
+    from events.conf import pipeline_settings
+    from events.relay import OutboxRelay
+    from events.topics import create_topics
+
+    topic = pipeline_settings().topic("reservation")
+    create_topics([topic])
+    _fill(count, topic)
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE events_outboxevent")
+    relay = OutboxRelay(batch_size=batch_size, poll_interval=0.2)
+    thread = threading.Thread(target=relay.run)
+    started = time.perf_counter()
+    thread.start()
+    while _pending(topic):
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - started
+    relay.stop()
+    thread.join()
+    return {
+        "events": count,
+        "payload_bytes": 1000,
+        "batch_size": batch_size,
+        "seconds": round(elapsed, 2),
+        "events_per_second": round(count / elapsed),
+    }
+
+
+def latency(*, rate: int = 1000, seconds: float = 10.0) -> dict[str, object]:
+    import events
+    from events.conf import pipeline_settings
+    from events.models import PublishedEvent
+    from events.relay import OutboxRelay
+    from events.topics import create_topics
+    from tests.effects.event_types import TestPinged
+
+    create_topics([pipeline_settings().topic("reservation")])
+    relay = OutboxRelay(poll_interval=1.0)
+    thread = threading.Thread(target=relay.run)
+    thread.start()
+    time.sleep(1.0)
+    committed: dict[int, float] = {}
+    interval = 1.0 / rate
+    next_at = time.perf_counter()
+    end = next_at + seconds
+    n = 0
+    while time.perf_counter() < end:
+        with transaction.atomic():
+            row = events.publish(TestPinged(ping_id=f"p{n}", key_id=f"k{n % 100}"))
+        committed[row.id] = time.time()
+        n += 1
+        next_at += interval
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    time.sleep(2.0)
+    relay.stop()
+    thread.join()
+    sent = dict(
+        PublishedEvent.objects.filter(outbox_id__in=committed.keys()).values_list(
+            "outbox_id", "sent_at"
+        )
+    )
+    lat_ms = sorted(
+        (sent[i].timestamp() - t) * 1000 for i, t in committed.items() if i in sent
+    )
+    achieved = n / seconds
+    return {
+        "target_rate": rate,
+        "achieved_rate": round(achieved),
+        "events": n,
+        "acknowledged": len(lat_ms),
+        "p50_ms": round(statistics.median(lat_ms), 2),
+        "p99_ms": round(lat_ms[int(len(lat_ms) * 0.99) - 1], 2),
+        "max_ms": round(lat_ms[-1], 2),
+    }
