@@ -198,6 +198,7 @@ class OutboxRelay:
                 continue
             fetched = -1
             if len(self._in_flight) < MAX_IN_FLIGHT and time.monotonic() < rescan_at:
+                self._drain_notifications()
                 rows = self._conn.execute(
                     FETCH_SQL, (floor, self.batch_size)
                 ).fetchall()
@@ -340,11 +341,15 @@ class OutboxRelay:
                         remaining,
                     )
 
-    def _wait_for_notify(self) -> None:
+    def _drain_notifications(self) -> None:
+        # Called before each fetch: a notification that arrives after it stays queued,
+        # so the wait that may follow an empty fetch returns at once (no lost wake-up).
         assert self._conn is not None
-        # Drain what piled up while we were busy, then sleep until the next one.
         for _ in self._conn.notifies(timeout=0):
             pass
+
+    def _wait_for_notify(self) -> None:
+        assert self._conn is not None
         deadline = time.monotonic() + self.poll_interval
         while not self.stopping:
             remaining = deadline - time.monotonic()
