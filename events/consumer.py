@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from django.db import DatabaseError, close_old_connections, transaction
+from django.db import DatabaseError, close_old_connections
 
 from events import metrics
 from events.conf import PipelineSettings, RetryPolicy, pipeline_settings
@@ -19,13 +20,12 @@ from events.dead_letters import (
     RETRY_ATTEMPT,
     RETRY_DUE_AT_MS,
     RETRY_HANDLER,
-    Origin,
     dead_letter_headers,
     header_map,
     origin_of,
     retry_headers,
 )
-from events.dispatch import Coordinates, HandlerOutcome, Result, run_handler
+from events.dispatch import Coordinates, Unit, is_poison, run_optimistically
 from events.dlq_guard import DeadLetterRateGuard
 from events.kafka import (
     KafkaError,
@@ -37,39 +37,12 @@ from events.kafka import (
 )
 from events.models import FailedAttempt
 from events.registry import HandlerSpec, RetryMode, handlers_for
-from events.types import Envelope, PoisonMessage, decode
+from events.types import PoisonMessage, decode
 
 logger = logging.getLogger(__name__)
 
 TP = tuple[str, int]
 LAG_REPORT_SECONDS = 5.0
-
-
-@dataclass
-class _Chunk:
-    """What one database transaction of a batch did."""
-
-    done: dict[TP, int] = field(default_factory=dict)
-    blocked: _BlockingRetry | None = None
-    storm: bool = False
-
-
-@dataclass
-class _BlockingRetry:
-    message: Message
-    envelope: Envelope
-    origin: Origin
-    coordinates: Coordinates
-    failures: list[HandlerOutcome]
-
-
-class _NotDue(Exception):
-    def __init__(self, due_at_ms: int) -> None:
-        self.due_at_ms = due_at_ms
-
-
-class _Storm(Exception):
-    """Dead-lettering one more message would exceed the storm guard's rate."""
 
 
 class ConsumerRunner:
@@ -193,61 +166,82 @@ class ConsumerRunner:
     # -- batches ----------------------------------------------------------------------
 
     def _process_batch(self, messages: list[Message]) -> None:
-        index = 0
-        while index < len(messages) and not self.stopping:
-            close_old_connections()
-            start = index
-            chunk = _Chunk()
-            skipped: set[TP] = set()
-            try:
-                with transaction.atomic():
-                    while index < len(messages) and not self.stopping:
-                        message = messages[index]
-                        tp = (message.topic(), message.partition())
-                        index += 1
-                        if tp in skipped or not self._usable(message):
-                            continue
-                        try:
-                            blocked = self._handle(message)
-                        except _NotDue as not_due:
-                            skipped.add(tp)
-                            self._pause_until(message, not_due.due_at_ms)
-                            continue
-                        except _Storm:
-                            chunk.storm = True
-                            index -= 1
-                            break
-                        if blocked is not None:
-                            chunk.blocked = blocked
-                            break
-                        chunk.done[tp] = message.offset() + 1
-            except DatabaseError:
-                logger.exception("database failure; the batch will be consumed again")
-                self._rewind(messages[start:])
-                self._stop.wait(1.0)
-                return
+        close_old_connections()
+        planned, units = self._plan(messages)
+        progress = _Progress(planned, units)
+
+        def checkpoint() -> bool:
             if not self._flush_sends():
-                self._rewind(messages[start:])
-                self._stop.wait(1.0)
-                return
-            self._commit(chunk.done)
-            if chunk.storm:
-                self._rewind(messages[index:])
+                return False
+            self._commit(progress.committable())
+            return True
+
+        try:
+            stopped_at = self._execute(units, progress.mark_done, checkpoint)
+        except DatabaseError:
+            logger.exception("database failure; the batch will be consumed again")
+            self._rewind(messages)
+            self._stop.wait(1.0)
+            return
+        if not checkpoint():
+            self._rewind(messages)
+            self._stop.wait(1.0)
+            return
+        if stopped_at is not None:
+            self._rewind(progress.unfinished())
+            if not self.stopping:
                 self._storm_pause()
-                return
-            if chunk.blocked is not None:
-                if not self._retry_in_place(chunk.blocked):
-                    self._rewind(messages[index - 1 :])
-                    return
-                message = chunk.blocked.message
-                self._commit(
-                    {(message.topic(), message.partition()): message.offset() + 1}
-                )
-        if index < len(messages) and self.stopping:
-            logger.info(
-                "stopping: %d fetched messages left for redelivery",
-                len(messages) - index,
-            )
+
+    def _plan(self, messages: list[Message]) -> tuple[list[Message], list[Unit]]:
+        """Decode the batch into units of work, in order; pause retry partitions
+        whose next message is not due yet."""
+        planned: list[Message] = []
+        units: list[Unit] = []
+        skipped: set[TP] = set()
+        for message in messages:
+            tp = (message.topic(), message.partition())
+            if tp in skipped or not self._usable(message):
+                continue
+            metrics.CONSUMED.labels(message.topic()).inc()
+            headers = header_map(message.headers())
+            if message.topic() in self._retry_topic_set:
+                due = _int(headers.get(RETRY_DUE_AT_MS))
+                if due is not None and due > _now_ms():
+                    skipped.add(tp)
+                    self._pause_until(message, due)
+                    continue
+            seq = len(planned)
+            planned.append(message)
+            units.extend(self._units_of(message, headers, seq))
+        return planned, units
+
+    def _units_of(
+        self, message: Message, headers: dict[str, str], seq: int
+    ) -> list[Unit]:
+        topic, partition, offset = (
+            message.topic(),
+            message.partition(),
+            message.offset(),
+        )
+        stream = self.conf.stream_of(topic)
+        assert stream is not None, f"consumed a topic of no stream: {topic}"
+        attempt = _int(headers.get(RETRY_ATTEMPT)) or 1
+        origin = origin_of(headers, topic, partition, offset, message.timestamp()[1])
+        where = Coordinates(topic, partition, offset, attempt, headers.get("trace_id"))
+        try:
+            envelope = decode(message.value())
+        except PoisonMessage as exc:
+            return [Unit(message, stream, origin, where, error=exc, seq=seq)]
+        specs = [s for s in handlers_for(stream) if s.accepts(envelope.event_type)]
+        target = headers.get(RETRY_HANDLER)
+        if target is not None:
+            specs = [s for s in specs if s.name == target]
+            if not specs:
+                logger.warning("retry for unknown handler %s dropped", target)
+        return [
+            Unit(message, stream, origin, where, envelope=envelope, spec=spec, seq=seq)
+            for spec in specs
+        ]
 
     def _usable(self, message: Message) -> bool:
         error = message.error()
@@ -257,192 +251,135 @@ class ConsumerRunner:
             logger.error("consume error: %s", error)
         return False
 
-    # -- one message ------------------------------------------------------------------
+    def _execute(
+        self,
+        units: list[Unit],
+        mark_done: Callable[[list[Unit]], None],
+        checkpoint: Callable[[], bool],
+    ) -> int | None:
+        """Run the units in order; return the index where it had to stop, or None.
 
-    def _handle(self, message: Message) -> _BlockingRetry | None:
-        topic, partition, offset = (
-            message.topic(),
-            message.partition(),
-            message.offset(),
-        )
-        metrics.CONSUMED.labels(topic).inc()
-        headers = header_map(message.headers())
-        if topic in self._retry_topic_set:
-            due = _int(headers.get(RETRY_DUE_AT_MS))
-            if due is not None and due > _now_ms():
-                raise _NotDue(due)
-        attempt = _int(headers.get(RETRY_ATTEMPT)) or 1
-        origin = origin_of(headers, topic, partition, offset, message.timestamp()[1])
-        stream = self.conf.stream_of(topic)
-        assert stream is not None, f"consumed a topic of no stream: {topic}"
-        try:
-            envelope = decode(message.value())
-        except PoisonMessage as exc:
-            self._dead_letter(
-                message, stream, origin, handler="", attempts=attempt, error=exc
-            )
-            return None
-        specs = [s for s in handlers_for(stream) if s.accepts(envelope.event_type)]
-        target = headers.get(RETRY_HANDLER)
-        if target is not None:
-            specs = [s for s in specs if s.name == target]
-            if not specs:
-                logger.warning("retry for unknown handler %s dropped", target)
-        where = Coordinates(topic, partition, offset, attempt, headers.get("trace_id"))
-        outcomes = [run_handler(spec, envelope, where) for spec in specs]
-        blocking: list[HandlerOutcome] = []
-        for outcome in outcomes:
-            if outcome.result is not Result.FAILED:
+        Optimistic runs cover as many units as possible in one transaction. A failure
+        rolls the run back; the units before the failed one are run again, the failed
+        one is dealt with alone (its failure is remembered, never re-provoked).
+        """
+        known: dict[int, BaseException] = {}
+        singly_until = 0  # units before this index run without batch handlers
+        i = 0
+        while i < len(units):
+            if self.stopping:
+                return i
+            if i in known:
+                unit, error = units[i], known.pop(i)
+                if not self._after_failure(unit, error, checkpoint):
+                    return i
+                mark_done([unit])
+                i += 1
                 continue
-            if not outcome.poison and outcome.handler.retry is RetryMode.BLOCKING:
-                blocking.append(outcome)
-                continue
-            self._after_failure(message, stream, envelope, origin, where, outcome)
-        if blocking:
-            return _BlockingRetry(message, envelope, origin, where, blocking)
+            end = min((k for k in known if k > i), default=len(units))
+            failure = run_optimistically(units[i:end], batches=i >= singly_until)
+            if failure is None:
+                mark_done(units[i:end])
+                i = end
+            elif failure.index is None:
+                singly_until = end
+            else:
+                known[i + failure.index] = failure.error
         return None
 
+    # -- failures -----------------------------------------------------------------------
+
     def _after_failure(
-        self,
-        message: Message,
-        stream: str,
-        envelope: Envelope,
-        origin: Origin,
-        where: Coordinates,
-        outcome: HandlerOutcome,
-    ) -> None:
-        spec, error = outcome.handler, outcome.error
-        assert error is not None
-        policy = self._policy(spec)
-        retry_topics = self.conf.retry_topics(stream)
-        if outcome.poison or where.attempt >= policy.attempts or not retry_topics:
-            self._dead_letter(
-                message,
-                stream,
-                origin,
-                handler=spec.name,
-                attempts=where.attempt,
-                error=error,
-            )
-            self._record_failure(
-                envelope, spec, where, error, FailedAttempt.Outcome.DEAD_LETTERED
-            )
-            return
-        delay_ms = policy.delay_ms(where.attempt)
-        due_at_ms = _now_ms() + delay_ms
-        retry_topic = self.conf.retry_topic(
-            stream, min(where.attempt, policy.attempts - 1)
-        )
+        self, unit: Unit, error: BaseException, checkpoint: Callable[[], bool]
+    ) -> bool:
+        """Retry, dead-letter or retry in place; False if the batch must stop here."""
+        if unit.spec is None or is_poison(error):
+            return self._dead_letter_unit(unit, error, guard=True)
+        if unit.spec.retry is RetryMode.BLOCKING:
+            return self._retry_in_place(unit, error, checkpoint)
+        policy = self._policy(unit.spec)
+        retry_topics = self.conf.retry_topics(unit.stream)
+        if unit.where.attempt >= policy.attempts or not retry_topics:
+            return self._dead_letter_unit(unit, error, guard=True)
+        due_at_ms = _now_ms() + policy.delay_ms(unit.where.attempt)
+        # The due time travels in a header, so any retry topic can hold any delay; a
+        # handler whose policy has more attempts than there are topics reuses the last.
+        retry_topic = retry_topics[min(unit.where.attempt, len(retry_topics)) - 1]
         self._send(
             retry_topic,
-            message,
+            unit.message,
             retry_headers(
-                message.headers(),
-                origin=origin,
-                handler=spec.name,
-                attempt=where.attempt + 1,
+                unit.message.headers(),
+                origin=unit.origin,
+                handler=unit.handler_name,
+                attempt=unit.where.attempt + 1,
                 due_at_ms=due_at_ms,
             ),
         )
-        metrics.RETRIED.labels(where.topic, spec.name).inc()
+        metrics.RETRIED.labels(unit.where.topic, unit.handler_name).inc()
         self._record_failure(
-            envelope,
-            spec,
-            where,
-            error,
-            FailedAttempt.Outcome.RETRY_SCHEDULED,
-            due_at_ms,
+            unit, error, FailedAttempt.Outcome.RETRY_SCHEDULED, due_at_ms
         )
+        return True
 
-    def _retry_in_place(self, blocked: _BlockingRetry) -> bool:
-        """Retry blocking handlers where they are; False if stopped before the end."""
-        stream = self.conf.stream_of(blocked.message.topic())
-        assert stream is not None
-        for failure in blocked.failures:
-            spec, outcome, where = failure.handler, failure, blocked.coordinates
-            policy = self._policy(spec)
-            while outcome.result is Result.FAILED:
-                assert outcome.error is not None
-                if outcome.poison or where.attempt >= policy.attempts:
-                    with transaction.atomic():
-                        self._dead_letter(
-                            blocked.message,
-                            stream,
-                            blocked.origin,
-                            handler=spec.name,
-                            attempts=where.attempt,
-                            error=outcome.error,
-                            guard=False,
-                        )
-                        self._record_failure(
-                            blocked.envelope,
-                            spec,
-                            where,
-                            outcome.error,
-                            FailedAttempt.Outcome.DEAD_LETTERED,
-                        )
-                    if not self._flush_sends():
-                        return False
-                    break
-                self._record_failure(
-                    blocked.envelope,
-                    spec,
-                    where,
-                    outcome.error,
-                    FailedAttempt.Outcome.RETRIED_IN_PLACE,
-                )
-                metrics.RETRIED.labels(where.topic, spec.name).inc()
-                if self._stop.wait(policy.delay_ms(where.attempt) / 1000):
-                    return False
-                where = Coordinates(
-                    where.topic,
-                    where.partition,
-                    where.offset,
-                    where.attempt + 1,
-                    where.trace_id,
-                )
-                close_old_connections()
-                outcome = run_handler(spec, blocked.envelope, where)
+    def _retry_in_place(
+        self, unit: Unit, error: BaseException, checkpoint: Callable[[], bool]
+    ) -> bool:
+        """Retry where it is, holding the partition; False if stopped meanwhile."""
+        assert unit.spec is not None
+        policy = self._policy(unit.spec)
+        # What came before is finished and committed before we start waiting.
+        if not checkpoint():
+            return False
+        while True:
+            if is_poison(error) or unit.where.attempt >= policy.attempts:
+                return self._dead_letter_unit(unit, error, guard=False)
+            self._record_failure(unit, error, FailedAttempt.Outcome.RETRIED_IN_PLACE)
+            metrics.RETRIED.labels(unit.where.topic, unit.handler_name).inc()
+            if self._stop.wait(policy.delay_ms(unit.where.attempt) / 1000):
+                return False
+            unit.where = unit.where.next_attempt()
+            close_old_connections()
+            failure = run_optimistically([unit])
+            if failure is None:
+                return True
+            error = failure.error
+
+    def _dead_letter_unit(
+        self, unit: Unit, error: BaseException, *, guard: bool
+    ) -> bool:
+        if guard and not self._guard.try_acquire():
+            return False
+        headers = dead_letter_headers(
+            unit.message.headers(),
+            origin=unit.origin,
+            handler=unit.handler_name,
+            attempts=unit.where.attempt,
+            group=self.group_id,
+            error=error,
+        )
+        self._send(self.conf.dlq_topic(unit.stream), unit.message, headers)
+        metrics.DEAD_LETTERED.labels(
+            unit.message.topic(), unit.handler_name or "-"
+        ).inc()
+        logger.error(
+            "dead-lettered %s[%d]@%d for %s after %d attempt(s): %s: %s",
+            unit.origin.topic,
+            unit.origin.partition,
+            unit.origin.offset,
+            unit.handler_name or "decoding",
+            unit.where.attempt,
+            type(error).__name__,
+            error,
+        )
+        if unit.spec is not None:
+            self._record_failure(unit, error, FailedAttempt.Outcome.DEAD_LETTERED)
         return True
 
     def _policy(self, spec: HandlerSpec) -> RetryPolicy:
         return spec.retry_policy or self.conf.retry
 
     # -- sending retries and dead letters ------------------------------------------------
-
-    def _dead_letter(
-        self,
-        message: Message,
-        stream: str,
-        origin: Origin,
-        *,
-        handler: str,
-        attempts: int,
-        error: BaseException,
-        guard: bool = True,
-    ) -> None:
-        if guard and not self._guard.try_acquire():
-            raise _Storm
-        headers = dead_letter_headers(
-            message.headers(),
-            origin=origin,
-            handler=handler,
-            attempts=attempts,
-            group=self.group_id,
-            error=error,
-        )
-        self._send(self.conf.dlq_topic(stream), message, headers)
-        metrics.DEAD_LETTERED.labels(message.topic(), handler or "-").inc()
-        logger.error(
-            "dead-lettered %s[%d]@%d for %s after %d attempt(s): %s: %s",
-            origin.topic,
-            origin.partition,
-            origin.offset,
-            handler or "decoding",
-            attempts,
-            type(error).__name__,
-            error,
-        )
 
     def _send(
         self, topic: str, message: Message, headers: list[tuple[str, bytes]]
@@ -480,22 +417,19 @@ class ConsumerRunner:
 
     def _record_failure(
         self,
-        envelope: Envelope,
-        spec: HandlerSpec,
-        where: Coordinates,
+        unit: Unit,
         error: BaseException,
         outcome: str,
         next_attempt_ms: int | None = None,
     ) -> None:
-        from datetime import UTC, datetime
-
+        assert unit.envelope is not None
         FailedAttempt.objects.create(
-            event_id=envelope.event_id,
-            handler=spec.name,
-            topic=where.topic,
-            partition=where.partition,
-            offset=where.offset,
-            attempt=where.attempt,
+            event_id=unit.envelope.event_id,
+            handler=unit.handler_name,
+            topic=unit.where.topic,
+            partition=unit.where.partition,
+            offset=unit.where.offset,
+            attempt=unit.where.attempt,
             exception_class=f"{type(error).__module__}.{type(error).__qualname__}",
             message=str(error)[:2000],
             outcome=outcome,
@@ -607,3 +541,45 @@ def _int(value: str | None) -> int | None:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class _Progress:
+    """Which messages of a batch are finished, and the offsets that may be committed.
+
+    A message is finished when all its units are; a partition's offset moves only past
+    an unbroken run of finished messages, so a commit never skips unfinished work.
+    """
+
+    def __init__(self, planned: list[Message], units: list[Unit]) -> None:
+        self.planned = planned
+        self.remaining = [0] * len(planned)
+        for unit in units:
+            self.remaining[unit.seq] += 1
+        self.by_partition: dict[TP, list[int]] = {}
+        for seq, message in enumerate(planned):
+            self.by_partition.setdefault(
+                (message.topic(), message.partition()), []
+            ).append(seq)
+        self.next_index: dict[TP, int] = dict.fromkeys(self.by_partition, 0)
+
+    def mark_done(self, units: list[Unit]) -> None:
+        for unit in units:
+            self.remaining[unit.seq] -= 1
+
+    def committable(self) -> dict[TP, int]:
+        """Offsets to commit now (each partition's finished prefix not yet committed)."""
+        offsets: dict[TP, int] = {}
+        for tp, seqs in self.by_partition.items():
+            index = self.next_index[tp]
+            while index < len(seqs) and self.remaining[seqs[index]] == 0:
+                offsets[tp] = self.planned[seqs[index]].offset() + 1
+                index += 1
+            self.next_index[tp] = index
+        return offsets
+
+    def unfinished(self) -> list[Message]:
+        return [
+            self.planned[seq]
+            for tp, seqs in self.by_partition.items()
+            for seq in seqs[self.next_index[tp] :]
+        ]

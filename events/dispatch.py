@@ -1,22 +1,26 @@
-"""Running handlers on one decoded event: inbox row and handler in one transaction.
+"""Running handlers on decoded events: inbox rows and handler effects in one transaction.
 
-The caller holds the surrounding transaction (one per batch); each handler runs in a
-savepoint of it, so one handler's failure rolls back only its own effects and inbox row.
+Work comes as units (one event x one handler). `run_optimistically` runs a run of
+units in ONE transaction with ONE inbox insert for all of them and no savepoints, which
+is what makes a batch cheap; at the first failure it rolls everything back and says
+which unit failed, so the caller re-runs the units before it and deals with the failed
+one alone. Every unit thus gets its own outcome, and a failure is seen exactly once.
 """
 
 from __future__ import annotations
 
 import contextvars
-import enum
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
 from events import metrics
+from events.dead_letters import Origin
+from events.kafka import Message
 from events.registry import HandlerSpec
 from events.tracing import reset_trace_id, set_trace_id
 from events.types import Envelope, PoisonMessage
@@ -26,14 +30,14 @@ logger = logging.getLogger(__name__)
 INBOX_INSERT_SQL = """
     INSERT INTO events_inboxentry
         (event_id, handler, topic, partition, "offset", attempt, processed_at)
-    VALUES (%s, %s, %s, %s, %s, %s, now())
+    SELECT *, now() FROM unnest(
+        %s::uuid[], %s::text[], %s::text[], %s::int[], %s::bigint[], %s::int[])
     ON CONFLICT (event_id, handler) DO NOTHING
-    RETURNING id
+    RETURNING event_id, handler
 """
 
 # Exceptions no retry can fix: the event goes to the DLQ at once.
 POISON_EXCEPTIONS: tuple[type[BaseException], ...] = (PoisonMessage, ValidationError)
-
 
 _current_event_id: contextvars.ContextVar[uuid.UUID | None] = contextvars.ContextVar(
     "current_event_id", default=None
@@ -45,21 +49,8 @@ def current_event_id() -> uuid.UUID | None:
     return _current_event_id.get()
 
 
-class Result(enum.Enum):
-    PROCESSED = "processed"
-    DUPLICATE = "duplicate"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class HandlerOutcome:
-    handler: HandlerSpec
-    result: Result
-    error: BaseException | None = None
-
-    @property
-    def poison(self) -> bool:
-        return isinstance(self.error, POISON_EXCEPTIONS)
+def is_poison(error: BaseException) -> bool:
+    return isinstance(error, POISON_EXCEPTIONS)
 
 
 @dataclass(frozen=True)
@@ -70,51 +61,161 @@ class Coordinates:
     attempt: int
     trace_id: str | None
 
+    def next_attempt(self) -> Coordinates:
+        return Coordinates(
+            self.topic, self.partition, self.offset, self.attempt + 1, self.trace_id
+        )
 
-def run_handler(
-    spec: HandlerSpec, envelope: Envelope, where: Coordinates
-) -> HandlerOutcome:
-    """Run `spec` on the event unless its inbox says it already did.
 
-    The inbox row is inserted first, in the same savepoint as the handler's work: if
-    the handler fails, both roll back; if another consumer is handling the same event
-    right now, the insert waits for it and then finds the row (a duplicate).
+@dataclass
+class Unit:
+    """One handler's work on one message. `spec` is None for an undecodable message,
+    whose `error` is set from the start."""
+
+    message: Message
+    stream: str
+    origin: Origin
+    where: Coordinates
+    envelope: Envelope | None = None
+    spec: HandlerSpec | None = None
+    error: BaseException | None = None
+    seq: int = 0  # which planned message this unit belongs to
+    handler_name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.handler_name = self.spec.name if self.spec else ""
+
+
+@dataclass(frozen=True)
+class Failure:
+    index: int | None  # None: a batch call failed, the culprit is not known yet
+    error: BaseException
+
+
+def run_optimistically(units: list[Unit], *, batches: bool = True) -> Failure | None:
+    """Run `units` in one transaction; on the first failure roll back and report it.
+
+    Returns None when everything committed (handled, or recognised by the inbox as
+    already handled). A failed batch-handler call is reported with index None: the
+    caller runs the same units again with `batches=False` to find the failing event.
     """
-    token = set_trace_id(where.trace_id)
-    event_token = _current_event_id.set(envelope.event_id)
-    started = time.perf_counter()
+    processed: list[Unit] = []
+    duplicates: list[Unit] = []
     try:
         with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    INBOX_INSERT_SQL,
-                    [
-                        envelope.event_id,
-                        spec.name,
-                        where.topic,
-                        where.partition,
-                        where.offset,
-                        where.attempt,
-                    ],
-                )
-                if cursor.fetchone() is None:
-                    metrics.DUPLICATES.labels(where.topic, spec.name).inc()
-                    return HandlerOutcome(spec, Result.DUPLICATE)
-            spec.func(envelope.event)
+            new = _claim_inbox([u for u in units if u.error is None])
+            groups: dict[str, list[tuple[int, Unit]]] = {}
+            for index, unit in enumerate(units):
+                if unit.error is not None:
+                    raise _Failed(index, unit.error)
+                assert unit.envelope is not None and unit.spec is not None
+                pair = (unit.envelope.event_id, unit.spec.name)
+                if pair not in new:
+                    duplicates.append(unit)
+                    continue
+                # A redelivery inside the same batch is a duplicate of this one.
+                new.discard(pair)
+                if batches and unit.spec.batch:
+                    groups.setdefault(unit.spec.name, []).append((index, unit))
+                    continue
+                error = _call(unit)
+                if error is not None:
+                    raise _Failed(index, error)
+                processed.append(unit)
+            for members in groups.values():
+                error = _call_batch([unit for _, unit in members])
+                if error is not None:
+                    raise _Failed(None, error)
+                processed.extend(unit for _, unit in members)
+    except _Failed as failed:
+        return Failure(failed.index, failed.error)
+    for unit in processed:
+        metrics.PROCESSED.labels(unit.where.topic, unit.handler_name).inc()
+    for unit in duplicates:
+        metrics.DUPLICATES.labels(unit.where.topic, unit.handler_name).inc()
+    return None
+
+
+def _claim_inbox(units: list[Unit]) -> set[tuple[uuid.UUID, str]]:
+    """Insert the units' inbox rows; return the (event id, handler) pairs that are new.
+
+    If another consumer is handling one of these events right now (a rebalance
+    overlap), the insert waits for its transaction and then sees its row.
+    """
+    if not units:
+        return set()
+    columns: tuple[list, ...] = ([], [], [], [], [], [])
+    for unit in units:
+        assert unit.envelope is not None and unit.spec is not None
+        for column, value in zip(
+            columns,
+            (
+                unit.envelope.event_id,
+                unit.spec.name,
+                unit.where.topic,
+                unit.where.partition,
+                unit.where.offset,
+                unit.where.attempt,
+            ),
+            strict=True,
+        ):
+            column.append(value)
+    with connection.cursor() as cursor:
+        cursor.execute(INBOX_INSERT_SQL, columns)
+        return {(event_id, handler) for event_id, handler in cursor.fetchall()}
+
+
+def _call(unit: Unit) -> BaseException | None:
+    assert unit.envelope is not None and unit.spec is not None
+    token = set_trace_id(unit.where.trace_id)
+    event_token = _current_event_id.set(unit.envelope.event_id)
+    started = time.perf_counter()
+    try:
+        if unit.spec.batch:
+            unit.spec.func([unit.envelope])
+        else:
+            unit.spec.func(unit.envelope.event)
     except Exception as exc:  # noqa: BLE001 - every handler failure is classified
         logger.warning(
             "handler %s failed on %s %s (attempt %d): %s: %s",
-            spec.name,
-            envelope.event_type,
-            envelope.event_id,
-            where.attempt,
+            unit.spec.name,
+            unit.envelope.event_type,
+            unit.envelope.event_id,
+            unit.where.attempt,
             type(exc).__name__,
             exc,
         )
-        return HandlerOutcome(spec, Result.FAILED, exc)
+        return exc
     finally:
-        metrics.HANDLER_SECONDS.labels(spec.name).observe(time.perf_counter() - started)
+        metrics.HANDLER_SECONDS.labels(unit.spec.name).observe(
+            time.perf_counter() - started
+        )
         reset_trace_id(token)
         _current_event_id.reset(event_token)
-    metrics.PROCESSED.labels(where.topic, spec.name).inc()
-    return HandlerOutcome(spec, Result.PROCESSED)
+    return None
+
+
+def _call_batch(units: list[Unit]) -> BaseException | None:
+    spec = units[0].spec
+    assert spec is not None
+    started = time.perf_counter()
+    try:
+        spec.func([unit.envelope for unit in units])
+    except Exception as exc:  # noqa: BLE001 - retried one event at a time
+        logger.warning(
+            "batch handler %s failed on %d events (%s: %s); retrying them one by one",
+            spec.name,
+            len(units),
+            type(exc).__name__,
+            exc,
+        )
+        return exc
+    finally:
+        metrics.HANDLER_SECONDS.labels(spec.name).observe(time.perf_counter() - started)
+    return None
+
+
+class _Failed(Exception):
+    def __init__(self, index: int | None, error: BaseException) -> None:
+        self.index = index
+        self.error = error

@@ -37,6 +37,7 @@ class HandlerSpec:
     func: Callable[[Any], None]
     retry: RetryMode
     retry_policy: RetryPolicy | None
+    batch: bool = False
 
     def accepts(self, event_type: str) -> bool:
         return self.event_types is None or event_type in self.event_types
@@ -52,6 +53,7 @@ def handler(
     retry: RetryMode | str = RetryMode.TOPIC,
     retry_policy: RetryPolicy | None = None,
     name: str | None = None,
+    batch: bool = False,
 ) -> Callable[[F], F]:
     """Register the decorated function as a handler of `stream`.
 
@@ -59,6 +61,12 @@ def handler(
     `retry_policy` overrides the settings' policy for this handler. The handler's
     name (module.function unless given) keys its inbox rows: renaming a handler makes
     it see old events as new.
+
+    With `batch=True` the function takes a list of `events.types.Envelope` (the
+    new events of a consumed batch, in order, `.event` being the typed event) and does
+    its work for all of them at once, e.g. one bulk insert. If it raises, the runner
+    calls it again with one envelope at a time to find the event that fails, so each
+    event still gets its own retry or dead letter.
     """
     if not isinstance(stream, str) or not stream:
         raise TypeError(
@@ -79,6 +87,7 @@ def handler(
             func=func,
             retry=mode,
             retry_policy=retry_policy,
+            batch=batch,
         )
         return func
 

@@ -12,6 +12,7 @@ Envelope (JSON): {"id", "type", "version", "occurred_at", "aggregate_type",
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -150,12 +151,19 @@ def decode(value: bytes | None) -> Envelope:
     )
 
 
+@functools.cache
+def _fields_of(cls: type[Event]) -> tuple[tuple[dataclasses.Field[Any], Any], ...]:
+    # get_type_hints is slow (it evaluates annotations); a consumer decodes thousands
+    # of events a second, so each class is introspected once.
+    hints = typing.get_type_hints(cls)
+    return tuple((f, hints[f.name]) for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+
+
 def _build(cls: type[Event], data: Any) -> Event:
     if not isinstance(data, dict):
         raise PoisonMessage(f"{cls.event_type} data is not a JSON object")
-    hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f, hint in _fields_of(cls):
         if f.name not in data:
             has_default = (
                 f.default is not dataclasses.MISSING
@@ -165,9 +173,9 @@ def _build(cls: type[Event], data: Any) -> Event:
                 continue
             raise PoisonMessage(f"{cls.event_type} data lacks field {f.name!r}")
         value = data[f.name]
-        if not _matches(value, hints[f.name]):
+        if not _matches(value, hint):
             raise PoisonMessage(
-                f"{cls.event_type}.{f.name} must be {hints[f.name]}, got {value!r}"
+                f"{cls.event_type}.{f.name} must be {hint}, got {value!r}"
             )
         kwargs[f.name] = value
     return cls(**kwargs)

@@ -1,14 +1,14 @@
 """Kafka handlers of the reservations app: what used to be in-process listeners.
 
-Each is a plain function of one event; the consumer runner gives it the inbox row, the
-transaction, retries and dead letters (see events.registry).
+Each is a plain function registered per stream; the consumer runner gives it the inbox
+row, the transaction, retries and dead letters (see events.registry). The notifying
+handlers take whole batches, so a burst of events costs one insert.
 """
 
 from __future__ import annotations
 
-from events.dispatch import current_event_id
 from events.registry import handler
-from events.types import PoisonMessage
+from events.types import Envelope, PoisonMessage
 from reservations.errors import NotFound
 from reservations.events import (
     ReservationCancelled,
@@ -16,7 +16,11 @@ from reservations.events import (
     SeatHoldExpired,
     SeatReserved,
 )
-from reservations.services import notification_create, reservation_complete
+from reservations.services import (
+    NewNotification,
+    notification_create_many,
+    reservation_complete,
+)
 
 
 @handler("seat-reserved", events=[SeatReserved])
@@ -30,32 +34,48 @@ def complete_reservation(event: SeatReserved) -> None:
         ) from exc
 
 
-@handler("reservation", events=[ReservationCreated])
-def notify_reservation_created(event: ReservationCreated) -> None:
-    notification_create(
-        user_id=event.user_id,
-        kind="reservation_created",
-        message=f"Seat {event.seat_number} is held for you until {event.hold_expires_at}.",
-        event_id=current_event_id(),
+@handler("reservation", events=[ReservationCreated], batch=True)
+def notify_reservation_created(envelopes: list[Envelope]) -> None:
+    notification_create_many(
+        notifications=[
+            NewNotification(
+                user_id=e.event.user_id,
+                kind="reservation_created",
+                message=f"Seat {e.event.seat_number} is held for you until "
+                f"{e.event.hold_expires_at}.",
+                event_id=e.event_id,
+            )
+            for e in envelopes
+        ]
     )
 
 
-@handler("reservation", events=[ReservationCancelled])
-def notify_reservation_cancelled(event: ReservationCancelled) -> None:
-    notification_create(
-        user_id=event.user_id,
-        kind="reservation_cancelled",
-        message=f"Reservation {event.reservation_id} was cancelled.",
-        event_id=current_event_id(),
+@handler("reservation", events=[ReservationCancelled], batch=True)
+def notify_reservation_cancelled(envelopes: list[Envelope]) -> None:
+    notification_create_many(
+        notifications=[
+            NewNotification(
+                user_id=e.event.user_id,
+                kind="reservation_cancelled",
+                message=f"Reservation {e.event.reservation_id} was cancelled.",
+                event_id=e.event_id,
+            )
+            for e in envelopes
+        ]
     )
 
 
-@handler("seat-hold-expired", events=[SeatHoldExpired])
-def notify_hold_expired(event: SeatHoldExpired) -> None:
-    notification_create(
-        user_id=event.user_id,
-        kind="hold_expired",
-        message=f"Your hold on reservation {event.reservation_id} expired; "
-        "the seat is free again.",
-        event_id=current_event_id(),
+@handler("seat-hold-expired", events=[SeatHoldExpired], batch=True)
+def notify_hold_expired(envelopes: list[Envelope]) -> None:
+    notification_create_many(
+        notifications=[
+            NewNotification(
+                user_id=e.event.user_id,
+                kind="hold_expired",
+                message=f"Your hold on reservation {e.event.reservation_id} expired; "
+                "the seat is free again.",
+                event_id=e.event_id,
+            )
+            for e in envelopes
+        ]
     )

@@ -224,9 +224,11 @@ class Notification(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
+            # NULL event ids never conflict (NULLs are distinct), so only notifications
+            # caused by an event are limited to one; being non-partial, the constraint
+            # can back INSERT ... ON CONFLICT.
             models.UniqueConstraint(
                 fields=["user", "kind", "event_id"],
-                condition=Q(event_id__isnull=False),
                 name="notification_once_per_event",
             ),
         ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -319,13 +320,46 @@ def notification_create(
     """
     if event_id is None:
         return Notification.objects.create(user_id=user_id, kind=kind, message=message)
-    notification, _ = Notification.objects.get_or_create(
-        user_id=user_id,
-        kind=kind,
-        event_id=uuid.UUID(str(event_id)),
-        defaults={"message": message},
+    # One statement, no savepoint: handlers call this once per event, and a consumer
+    # handling thousands of events a second cannot afford get_or_create's round trips.
+    # On conflict the row is kept (message rewritten to the same text) and returned.
+    [notification] = Notification.objects.bulk_create(
+        [
+            Notification(
+                user_id=user_id,
+                kind=kind,
+                event_id=uuid.UUID(str(event_id)),
+                message=message,
+            )
+        ],
+        update_conflicts=True,
+        unique_fields=["user", "kind", "event_id"],
+        update_fields=["message"],
     )
     return notification
+
+
+@dataclass(frozen=True)
+class NewNotification:
+    user_id: int
+    kind: str
+    message: str
+    event_id: uuid.UUID
+
+
+def notification_create_many(*, notifications: list[NewNotification]) -> int:
+    """Create notifications in one statement, at most one per (user, kind, event).
+
+    The batch handlers' service: one insert for a whole consumed batch.
+    """
+    rows = [
+        Notification(
+            user_id=n.user_id, kind=n.kind, message=n.message, event_id=n.event_id
+        )
+        for n in notifications
+    ]
+    Notification.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
 
 
 def _reservation_lock(*, reservation_id: int, user: User | None = None) -> Reservation:

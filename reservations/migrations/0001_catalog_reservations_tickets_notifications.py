@@ -280,7 +280,6 @@ class Migration(migrations.Migration):
                 "ordering": ["-created_at", "-id"],
                 "constraints": [
                     models.UniqueConstraint(
-                        condition=models.Q(("event_id__isnull", False)),
                         fields=("user", "kind", "event_id"),
                         name="notification_once_per_event",
                     )

@@ -1,0 +1,125 @@
+"""Consumer benchmarks: events/s through a real handler with the inbox, and join time."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+
+from django.db import connection
+
+
+def _produce(count: int, user_id: int) -> None:
+    from events.conf import pipeline_settings
+    from events.kafka import build_producer
+
+    topic = pipeline_settings().topic("reservation")
+    producer = build_producer()
+    now = datetime.now(UTC).isoformat()
+    for i in range(count):
+        event_id = str(uuid.uuid4())
+        envelope = {
+            "id": event_id,
+            "type": "ReservationCreated",
+            "version": 1,
+            "occurred_at": now,
+            "aggregate_type": "reservation",
+            "aggregate_id": str(i),
+            "data": {
+                "reservation_id": i,
+                "seat_id": i,
+                "seat_number": f"A-{i}",
+                "performance_id": 1,
+                "user_id": user_id,
+                "price": 100,
+                "status": "PENDING",
+                "hold_expires_at": now,
+            },
+        }
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    key=str(i).encode(),
+                    value=json.dumps(envelope).encode(),
+                    headers=[("event_id", event_id.encode())],
+                )
+                break
+            except BufferError:
+                producer.poll(0.1)
+    producer.flush(60)
+
+
+def _handled() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM events_inboxentry WHERE handler = %s",
+            ["reservations.handlers.notify_reservation_created"],
+        )
+        return cursor.fetchone()[0]
+
+
+def _run(count: int, concurrency: int) -> float:
+    from django.contrib.auth.models import User
+
+    from events.conf import pipeline_settings
+    from events.topics import create_topics
+
+    create_topics()
+    user, _ = User.objects.get_or_create(username="bench-user")
+    start_count = _handled()
+    _produce(count, user.pk)
+    group = f"{pipeline_settings().topic_prefix}group-{uuid.uuid4().hex[:6]}"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "run_consumers",
+            "--topics",
+            "reservation",
+            "--group",
+            group,
+            "--concurrency",
+            str(concurrency),
+        ],
+        env={**os.environ, "KAFKA_TOPIC_PREFIX": pipeline_settings().topic_prefix},
+    )
+    try:
+        # The clock starts at the first handled event: start-up and the group join
+        # are measured by the join benchmark, not here.
+        while _handled() == start_count:
+            time.sleep(0.01)
+            if process.poll() is not None:
+                raise RuntimeError("run_consumers exited early")
+        started, first = time.perf_counter(), _handled() - start_count
+        while _handled() - start_count < count:
+            time.sleep(0.02)
+            if process.poll() is not None:
+                raise RuntimeError("run_consumers exited early")
+        return (time.perf_counter() - started) * count / (count - first)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def throughput(*, count: int = 20_000) -> dict[str, object]:
+    """Events/s handled (inbox row + notification row per event), 1 and 2 processes.
+
+    The events are on the topic before the consumer starts; the clock runs from the
+    first handled event to the last (steady state).
+    """
+    one = _run(count, 1)
+    two = _run(count, 2)
+    return {
+        "events": count,
+        "handler": "notify_reservation_created (inbox + notification insert)",
+        "one_process_seconds": round(one, 2),
+        "one_process_events_per_second": round(count / one),
+        "two_processes_seconds": round(two, 2),
+        "two_processes_events_per_second": round(count / two),
+    }
