@@ -171,7 +171,9 @@ EVENTS_RETRY_BACKOFF_MAX_MS = env.int("EVENTS_RETRY_BACKOFF_MAX_MS", default=30_
 # Dead-letter storm guard: at most this many dead letters per window, then pause.
 EVENTS_DLQ_MAX_PER_WINDOW = env.int("EVENTS_DLQ_MAX_PER_WINDOW", default=100)
 EVENTS_DLQ_WINDOW_SECONDS = env.float("EVENTS_DLQ_WINDOW_SECONDS", default=60.0)
-EVENTS_DLQ_STORM_PAUSE_SECONDS = env.float("EVENTS_DLQ_STORM_PAUSE_SECONDS", default=30.0)
+EVENTS_DLQ_STORM_PAUSE_SECONDS = env.float(
+    "EVENTS_DLQ_STORM_PAUSE_SECONDS", default=30.0
+)
 CONSUMER_BATCH_SIZE = env.int("CONSUMER_BATCH_SIZE", default=500)
 
 OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=2000)
