@@ -106,6 +106,9 @@ class ConsumerRunner:
         self._send_errors: list[KafkaError] = []
         self._next_lag_report = 0.0
         self.assigned: set[TP] = set()
+        # Newly assigned partitions until their first message: how long a rebalance
+        # kept them idle is logged (and is what the join benchmark reads).
+        self._assigned_at: dict[TP, float] = {}
         self._consumer: Any = None
         self._producer: Any = None
 
@@ -152,7 +155,10 @@ class ConsumerRunner:
             )
 
     def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
-        self.assigned |= {(p.topic, p.partition) for p in partitions}
+        now = time.monotonic()
+        for p in partitions:
+            self.assigned.add((p.topic, p.partition))
+            self._assigned_at[(p.topic, p.partition)] = now
         logger.info("assigned %s", _names(partitions))
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -160,6 +166,7 @@ class ConsumerRunner:
         # everything processed is already committed when a partition is taken away.
         for p in partitions:
             self._paused_until_ms.pop((p.topic, p.partition), None)
+            self._assigned_at.pop((p.topic, p.partition), None)
             self.assigned.discard((p.topic, p.partition))
         logger.info("revoked %s", _names(partitions))
 
@@ -203,6 +210,8 @@ class ConsumerRunner:
             if tp in skipped or not self._usable(message):
                 continue
             metrics.CONSUMED.labels(message.topic()).inc()
+            if self._assigned_at:
+                self._note_first_message(tp)
             headers = header_map(message.headers())
             if message.topic() in self._retry_topic_set:
                 due = _int(headers.get(RETRY_DUE_AT_MS))
@@ -242,6 +251,16 @@ class ConsumerRunner:
             Unit(message, stream, origin, where, envelope=envelope, spec=spec, seq=seq)
             for spec in specs
         ]
+
+    def _note_first_message(self, tp: TP) -> None:
+        assigned_at = self._assigned_at.pop(tp, None)
+        if assigned_at is not None:
+            logger.info(
+                "%s[%d] consuming %.3f s after its assignment",
+                tp[0],
+                tp[1],
+                time.monotonic() - assigned_at,
+            )
 
     def _usable(self, message: Message) -> bool:
         error = message.error()

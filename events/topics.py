@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 
 from events.conf import pipeline_settings
-from events.kafka import KafkaError, NewTopic, build_admin
+from events.kafka import AdminClient, KafkaError, NewTopic, build_admin
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,26 @@ def create_topics(
                 ):
                     continue
                 raise
+    _wait_until_visible(admin, names, timeout)
     return [TopicResult(name=name, created=name in created) for name in names]
+
+
+def _wait_until_visible(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """Wait until the broker's metadata lists every topic.
+
+    The controller acknowledges a creation before every broker's metadata has it; a
+    relay started right after `create_topics` must not find its topics missing.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = set(names) - set(admin.list_topics(timeout=timeout).topics)
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"topics still not visible after {timeout:.0f} s: {sorted(missing)}"
+            )
+        time.sleep(0.1)
 
 
 def delete_topics_with_prefix(prefix: str, *, timeout: float = 30.0) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 
@@ -25,7 +26,10 @@ def _behave(event: TestPinged, handler_name: str) -> None:
         raise ConnectionError(
             f"ping {event.ping_id} transient failure {failures[event.ping_id]}"
         )
-    Effect.objects.create(ping_id=event.ping_id, n=event.n, handler=handler_name)
+    # The process id tells which consumer of a group did the work.
+    Effect.objects.create(
+        ping_id=event.ping_id, n=event.n, handler=f"{handler_name}@{os.getpid()}"
+    )
     if event.sleep_ms:
         time.sleep(event.sleep_ms / 1000)
 

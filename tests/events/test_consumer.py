@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
+import threading
+import time
 
 import pytest
 
@@ -267,3 +270,68 @@ def test_sigterm_stops_cleanly_with_offsets_committed(
     finally:
         reader.close()
     assert [c.offset if c.offset >= 0 else 0 for c in committed] == ends
+
+
+def test_a_consumer_joining_a_running_group_takes_over_partitions(
+    fresh_topics, subprocess_env
+) -> None:
+    env = child_env()
+    stop_sending = threading.Event()
+    sent: list[str] = []
+
+    def keep_sending() -> None:
+        n = 0
+        while not stop_sending.is_set():
+            send_events(
+                *[
+                    TestPinged(ping_id=f"j{n + i}", key_id=f"key{n + i}")
+                    for i in range(10)
+                ]
+            )
+            sent.extend(f"j{n + i}" for i in range(10))
+            n += 10
+            time.sleep(0.05)
+
+    first = start_consumer_process(env, "--topics", "reservation")
+    sender = threading.Thread(target=keep_sending, daemon=True)
+    sender.start()
+    second = None
+    try:
+        wait_until(
+            lambda: Effect.objects.exists(),
+            timeout=60,
+            what="the first consumer working",
+        )
+        second = start_consumer_process(env, "--topics", "reservation")
+        wait_until(
+            lambda: Effect.objects.filter(handler__endswith=f"@{second.pid}").exists(),
+            timeout=60,
+            what="the joining consumer handling events",
+        )
+        stop_sending.set()
+        sender.join(timeout=30)
+        wait_until(
+            lambda: Effect.objects.values("ping_id").distinct().count() == len(sent),
+            timeout=60,
+            what="every event handled",
+        )
+    finally:
+        stop_sending.set()
+        for process in (first, second):
+            if process is not None:
+                process.send_signal(signal.SIGTERM)
+        logs = {}
+        for name, process in (("first", first), ("second", second)):
+            if process is not None:
+                process.wait(timeout=30)
+                logs[name] = process.stderr.read().decode() if process.stderr else ""
+    assert Effect.objects.count() == len(sent), "an effect was doubled"
+    assert Effect.objects.filter(handler__endswith=f"@{first.pid}").exists()
+    assert "revoked" in logs["first"], "the first consumer gave no partition away"
+    delays = [
+        float(d) for d in re.findall(r"consuming ([0-9.]+) s after", logs["second"])
+    ]
+    assert delays, "the joining consumer never consumed from its new partitions"
+    print(
+        f"joined; new partitions consumed {min(delays):.3f}-{max(delays):.3f} s after assignment"
+    )
