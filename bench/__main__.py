@@ -21,11 +21,17 @@ def main(names: list[str]) -> None:
         from bench import consumer
 
         suites["consumer"] = consumer.throughput
+        suites["consumer_join"] = consumer.join
     except ImportError:
         pass
     print(f"machine: {machine()}")
     try:
-        for name in names or ["relay_drain", "relay_latency", "consumer"]:
+        for name in names or [
+            "relay_drain",
+            "relay_latency",
+            "consumer",
+            "consumer_join",
+        ]:
             if name not in suites:
                 continue
             result = suites[name]()

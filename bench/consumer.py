@@ -123,3 +123,59 @@ def throughput(*, count: int = 20_000) -> dict[str, object]:
         "two_processes_seconds": round(two, 2),
         "two_processes_events_per_second": round(count / two),
     }
+
+
+def join(*, rounds: int = 3) -> dict[str, object]:
+    """Seconds from a second consumer's assignment to its first consumed message.
+
+    A first consumer handles a steady flow; a second one joins the group; its log says
+    how long after the assignment each new partition delivered its first message.
+    """
+    import re
+    import threading
+
+    from django.contrib.auth.models import User
+
+    from events.conf import pipeline_settings
+    from events.topics import create_topics
+
+    create_topics()
+    user, _ = User.objects.get_or_create(username="bench-user")
+    env = {
+        **os.environ,
+        "KAFKA_TOPIC_PREFIX": pipeline_settings().topic_prefix,
+        "LOG_LEVEL": "INFO",
+    }
+    delays: list[float] = []
+    for _ in range(rounds):
+        group = f"{pipeline_settings().topic_prefix}join-{uuid.uuid4().hex[:6]}"
+        argv = [sys.executable, "manage.py", "run_consumers", "--topics", "reservation"]
+        argv += ["--group", group]
+        stop = threading.Event()
+
+        def flow(stop: threading.Event = stop) -> None:
+            while not stop.is_set():
+                _produce(50, user.pk)
+                time.sleep(0.05)
+
+        sender = threading.Thread(target=flow)
+        sender.start()
+        first = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
+        time.sleep(8)
+        second = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+        time.sleep(8)
+        for process in (first, second):
+            process.send_signal(signal.SIGTERM)
+        stop.set()
+        sender.join()
+        first.wait(timeout=60)
+        _out, log = second.communicate(timeout=60)
+        found = [float(d) for d in re.findall(r"consuming ([0-9.]+) s after", log)]
+        if not found:
+            raise RuntimeError(f"the second consumer consumed nothing:\n{log[-2000:]}")
+        delays.append(max(found))
+    return {
+        "rounds": rounds,
+        "protocol": pipeline_settings().group_protocol,
+        "assignment_to_first_message_seconds": [round(d, 3) for d in delays],
+    }
