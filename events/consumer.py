@@ -55,8 +55,12 @@ class ConsumerRunner:
       transaction; offsets are committed only after that transaction (and after the
       broker acknowledged any retry or dead-letter message it caused). A redelivered
       event finds its inbox row and changes nothing.
-    - Batches: one transaction per batch with a savepoint per handler run, so a batch
-      costs one commit while every event keeps its own outcome.
+    - Batches: a consumed batch runs in one transaction with one inbox insert and no
+      savepoints. At the first failure it is rolled back and split there: the events
+      before it run again, the failed one is retried or dead-lettered on its own, so
+      every event keeps its own outcome and each failure is seen once. Handlers run
+      again after such a rollback: their database effects happen once, but anything
+      they do outside the database must tolerate repeats (as with any redelivery).
     - Order: a partition's events are handled in offset order. With RetryMode.TOPIC a
       failed event moves to a retry topic and later events go on (per-key order is
       given up for that event); with RetryMode.BLOCKING the partition waits for it.
