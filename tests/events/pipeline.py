@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,13 +78,33 @@ def running_consumer(**options: Any) -> Iterator[ConsumerRunner]:
 
 
 def start_consumer_process(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "run_consumers", *args],
+    return start_manage_process(env, "run_consumers", *args)
+
+
+def start_manage_process(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    """Start `manage.py ARGS`; its log goes to a file (see `process_log`).
+
+    Not a pipe: a chatty child would fill the pipe and block while the test waits.
+    """
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), *args],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
+    _logs[process.pid] = log
+    return process
+
+
+def process_log(process: subprocess.Popen[bytes]) -> str:
+    log = _logs[process.pid]
+    log.seek(0)
+    return log.read().decode(errors="replace")
+
+
+_logs: dict[int, Any] = {}
 
 
 def _json(data: Any) -> bytes:

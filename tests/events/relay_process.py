@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,10 +28,6 @@ def running_relay(**options: Any) -> Iterator[OutboxRelay]:
 
 
 def start_relay_process(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "relay_outbox", *args],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    from tests.events.pipeline import start_manage_process
+
+    return start_manage_process(env, "relay_outbox", *args)

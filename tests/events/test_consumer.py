@@ -17,6 +17,7 @@ from tests.conftest import child_env
 from tests.effects.event_types import TestOrdered, TestPinged
 from tests.effects.models import Effect
 from tests.events.pipeline import (
+    process_log,
     running_consumer,
     send_events,
     send_raw,
@@ -255,7 +256,7 @@ def test_sigterm_stops_cleanly_with_offsets_committed(
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=30)
-    stderr = process.stderr.read().decode() if process.stderr else ""
+    stderr = process_log(process)
     assert code == 0, stderr
     assert "left the group" in stderr
 
@@ -324,7 +325,7 @@ def test_a_consumer_joining_a_running_group_takes_over_partitions(
         for name, process in (("first", first), ("second", second)):
             if process is not None:
                 process.wait(timeout=30)
-                logs[name] = process.stderr.read().decode() if process.stderr else ""
+                logs[name] = process_log(process)
     assert Effect.objects.count() == len(sent), "an effect was doubled"
     assert Effect.objects.filter(handler__endswith=f"@{first.pid}").exists()
     assert "revoked" in logs["first"], "the first consumer gave no partition away"
