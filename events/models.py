@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.db.models import Q
@@ -128,3 +129,112 @@ class FailedAttempt(models.Model):
         return (
             f"{self.handler} attempt {self.attempt} on {self.event_id}: {self.outcome}"
         )
+
+
+class DeadLetter(models.Model):
+    """A message of a DLQ topic, stored by the dead-letter store consumer.
+
+    One row per DLQ message: (dlq_topic, dlq_partition, dlq_offset) is unique, so the
+    store may read a message again (a crash before its offset commit) without a double.
+    The original bytes (key, value, headers) are kept as they were, so a requeue sends
+    exactly what failed; the decoded payload is there for reading and searching.
+    """
+
+    class Status(models.TextChoices):
+        NEW = "new", "new"
+        REQUEUED = "requeued", "requeued"
+        RESOLVED = "resolved", "resolved"
+        DISCARDED = "discarded", "discarded"
+
+    dlq_topic = models.CharField(max_length=249)
+    dlq_partition = models.IntegerField()
+    dlq_offset = models.BigIntegerField()
+    key = models.BinaryField(null=True, blank=True)
+    key_text = models.CharField(max_length=255, blank=True, db_index=True)
+    value = models.BinaryField(null=True, blank=True)
+    headers = models.JSONField(
+        default=list,
+        help_text='[[name, text]] in order; [name, {"base64": ...}] for non-UTF-8 bytes.',
+    )
+    payload = models.JSONField(null=True, blank=True)
+    event_id = models.UUIDField(null=True, blank=True, db_index=True)
+    event_type = models.CharField(max_length=100, blank=True)
+    error_class = models.CharField(max_length=255, blank=True)
+    error_message = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    original_topic = models.CharField(max_length=249, blank=True)
+    original_partition = models.IntegerField(null=True, blank=True)
+    original_offset = models.BigIntegerField(null=True, blank=True)
+    original_timestamp = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    handler = models.CharField(max_length=200, blank=True)
+    consumer_group = models.CharField(max_length=255, blank=True)
+    replay_count = models.PositiveIntegerField(
+        default=0, help_text="How often this message had been requeued before."
+    )
+    first_failed_at = models.DateTimeField(null=True, blank=True)
+    last_failed_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.NEW)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    stored_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dlq_topic", "dlq_partition", "dlq_offset"],
+                name="deadletter_once_per_dlq_message",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "original_topic"]),
+            models.Index(fields=["last_failed_at"]),
+        ]
+        permissions = [("requeue_deadletter", "Can requeue dead letters")]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.event_type or 'undecodable'} {self.event_id or ''} "
+            f"from {self.original_topic}[{self.original_partition}]"
+            f"@{self.original_offset}"
+        )
+
+
+class DeadLetterAction(models.Model):
+    """One step of a dead letter's history: who did what, when, and where it went."""
+
+    class Kind(models.TextChoices):
+        REQUEUED = "requeued", "requeued"
+        REQUEUE_REFUSED = "requeue_refused", "requeue refused (replay cap)"
+        REQUEUE_FAILED = "requeue_failed", "requeue failed (broker)"
+        PAYLOAD_EDITED = "payload_edited", "payload edited"
+        RESOLVED = "resolved", "resolved"
+        DISCARDED = "discarded", "discarded"
+
+    dead_letter = models.ForeignKey(
+        DeadLetter, on_delete=models.CASCADE, related_name="actions"
+    )
+    action = models.CharField(max_length=20, choices=Kind.choices)
+    actor = models.CharField(max_length=150, help_text='A username, or "cli".')
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    note = models.TextField(blank=True)
+    from_status = models.CharField(max_length=20, blank=True)
+    to_status = models.CharField(max_length=20, blank=True)
+    payload = models.JSONField(
+        null=True, blank=True, help_text="The edited payload that was sent, if any."
+    )
+    requeue_topic = models.CharField(max_length=249, blank=True)
+    requeue_partition = models.IntegerField(null=True, blank=True)
+    requeue_offset = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor} at {self.created_at:%Y-%m-%d %H:%M:%S}"

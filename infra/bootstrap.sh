@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the project needs on a fresh machine; fast when everything is there.
 #
-#   Debian packages: postgresql, redis-server (apt, as root)
+#   Debian packages: postgresql, redis-server, java, maven, chromium (apt, as root)
 #   Python venv:     .venv with requirements-dev.txt (re-installed when it changes)
 #   Kafka:           the Apache Kafka jars from Maven Central (infra/kafka/pom.xml)
 set -euo pipefail
@@ -15,6 +15,9 @@ command -v pg_ctlcluster >/dev/null 2>&1 && [ -x /usr/lib/postgresql/15/bin/post
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+# Headless browser for the admin's browser test.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "bootstrap: missing ${need_apt[*]}; run as root or install them with apt" >&2

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -13,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from events.conf import pipeline_settings
 from events.consumer import ConsumerRunner
+from events.dead_letter_store import DeadLetterStoreRunner
 from events.kafka import KafkaException, missing_topics
 from events.registry import handlers_for
 
@@ -37,6 +40,17 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, default=1)
         parser.add_argument("--batch-size", type=int, default=None)
         parser.add_argument("--metrics-port", type=int, default=None)
+        parser.add_argument(
+            "--dead-letters",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="Also store the streams' DLQ messages as DeadLetter rows (own "
+            "consumer group; a thread here, or one extra process with --concurrency).",
+        )
+        # The supervisor's extra child: only the dead-letter store.
+        parser.add_argument(
+            "--dead-letters-only", action="store_true", help=argparse.SUPPRESS
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         conf = pipeline_settings()
@@ -63,8 +77,13 @@ class Command(BaseCommand):
                 f"topics missing on {conf.bootstrap_servers}: {', '.join(missing)}. "
                 "Run `manage.py create_topics` first."
             )
+        if options["dead_letters_only"]:
+            self._run_store_only(streams)
+            return
         if options["concurrency"] > 1:
-            self._supervise(options["concurrency"], options["metrics_port"])
+            self._supervise(
+                options["concurrency"], options["metrics_port"], options["dead_letters"]
+            )
             return
         if options["metrics_port"]:
             from prometheus_client import start_http_server
@@ -73,34 +92,76 @@ class Command(BaseCommand):
         runner = ConsumerRunner(
             streams=streams, group_id=options["group"], batch_size=options["batch_size"]
         )
+        store = (
+            DeadLetterStoreRunner(streams=streams) if options["dead_letters"] else None
+        )
 
         def shutdown(signum: int, _frame: object) -> None:
             logger.info(
                 "signal %d: finishing the message in flight, then stopping", signum
             )
             runner.stop()
+            if store is not None:
+                store.stop()
 
         signal.signal(signal.SIGTERM, shutdown)
         signal.signal(signal.SIGINT, shutdown)
-        runner.run()
+        store_thread = None
+        if store is not None:
+            # Light work (one insert per DLQ batch), so a thread beside the runner.
+            store_thread = threading.Thread(
+                target=_run_closing_connection,
+                args=(store,),
+                name="dead-letter-store",
+                daemon=True,
+            )
+            store_thread.start()
+        try:
+            runner.run()
+        finally:
+            if store is not None and store_thread is not None:
+                store.stop()
+                store_thread.join(timeout=30)
 
-    def _supervise(self, count: int, metrics_port: int | None) -> None:
+    def _run_store_only(self, streams: list[str]) -> None:
+        store = DeadLetterStoreRunner(streams=streams)
+
+        def shutdown(signum: int, _frame: object) -> None:
+            logger.info("signal %d: stopping the dead-letter store", signum)
+            store.stop()
+
+        signal.signal(signal.SIGTERM, shutdown)
+        signal.signal(signal.SIGINT, shutdown)
+        store.run()
+
+    def _supervise(
+        self, count: int, metrics_port: int | None, dead_letters: bool
+    ) -> None:
         """Run `count` single consumers as child processes; restart any that dies.
 
         Processes, not threads: handler work is Python, and the GIL would make
         threads share one core.
         """
-        base_argv = [sys.executable, *_child_args(sys.argv), "--concurrency", "1"]
+        base_argv = [
+            sys.executable,
+            *_child_args(sys.argv),
+            "--concurrency",
+            "1",
+            "--no-dead-letters",
+        ]
         stopping = False
 
         def spawn(number: int) -> subprocess.Popen[bytes]:
+            if number == count:
+                # The extra child: the dead-letter store, in its own group.
+                return subprocess.Popen([*base_argv, "--dead-letters-only"])
             # Child n serves its metrics on metrics_port + n.
             port = (
                 ["--metrics-port", str(metrics_port + number)] if metrics_port else []
             )
             return subprocess.Popen([*base_argv, *port])
 
-        children = [spawn(n) for n in range(count)]
+        children = [spawn(n) for n in range(count + (1 if dead_letters else 0))]
 
         def shutdown(signum: int, _frame: object) -> None:
             nonlocal stopping
@@ -133,13 +194,27 @@ class Command(BaseCommand):
 def _child_args(argv: list[str]) -> list[str]:
     """The supervisor's own arguments minus the ones it sets per child."""
     per_child = ("--concurrency", "--metrics-port")
+    flags = ("--dead-letters", "--no-dead-letters", "--dead-letters-only")
     out: list[str] = []
     skip_next = False
     for arg in argv:
         if skip_next:
             skip_next = False
+        elif arg in flags:
+            continue
         elif arg in per_child:
             skip_next = True
         elif not arg.startswith(tuple(f"{name}=" for name in per_child)):
             out.append(arg)
     return out
+
+
+def _run_closing_connection(store: DeadLetterStoreRunner) -> None:
+    from django.db import connection
+
+    try:
+        store.run()
+    except Exception:
+        logger.exception("the dead-letter store stopped on an error")
+    finally:
+        connection.close()

@@ -1,0 +1,259 @@
+"""The dead-letter admin and CLI: browsing, requeueing, and who may do what."""
+
+from __future__ import annotations
+
+import io
+import json
+from unittest import mock
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from events import requeue
+from events.models import DeadLetter, DeadLetterAction, InboxEntry
+from tests.events.dead_letter_helpers import make_dead_letter, ping_envelope, read_all
+from tests.kafka_helpers import header
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "admin:events_deadletter_changelist"
+
+
+def staff(django_user_model, name: str, *codenames: str):
+    user = django_user_model.objects.create_user(name, password="pw", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="events", codename__in=codenames
+        )
+    )
+    return user
+
+
+@pytest.fixture
+def requeuer(django_user_model):
+    return staff(django_user_model, "requeuer", "view_deadletter", "requeue_deadletter")
+
+
+@pytest.fixture
+def viewer(django_user_model):
+    """May look and resolve, may not requeue."""
+    return staff(django_user_model, "viewer", "view_deadletter", "change_deadletter")
+
+
+def test_staff_with_requeue_permission_requeues_selected_from_the_admin(
+    client, requeuer, fresh_topics
+) -> None:
+    letter = make_dead_letter(fresh_topics, ping_envelope("admin"))
+    other = make_dead_letter(fresh_topics, ping_envelope("left-alone"))
+    client.force_login(requeuer)
+    response = client.post(
+        reverse(CHANGELIST),
+        {"action": "requeue_selected", "_selected_action": [letter.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "1 sent" in response.content.decode()
+    [message] = read_all(fresh_topics.topic("reservation"), expected=1)
+    assert header(message, "x-requeued-from") == str(letter.pk)
+    letter.refresh_from_db()
+    other.refresh_from_db()
+    assert (letter.status, other.status) == ("requeued", "new")
+    [action] = letter.actions.all()
+    assert (action.actor, action.user, action.requeue_offset) == (
+        "requeuer",
+        requeuer,
+        message.offset(),
+    )
+
+
+def test_changelist_shows_counts_by_topic_and_status_and_filters(
+    client, requeuer, fresh_topics
+) -> None:
+    make_dead_letter(fresh_topics, ping_envelope("one"))
+    make_dead_letter(fresh_topics, ping_envelope("two"), status="resolved")
+    client.force_login(requeuer)
+    page = client.get(reverse(CHANGELIST), {"status": "resolved"}).content.decode()
+    topic = fresh_topics.topic("reservation")
+    # new, requeued, resolved, discarded, all
+    assert f"<td>{topic}</td><td>1</td><td>0</td><td>1</td><td>0</td><td>2</td>" in page
+    assert "1 dead letter" in page and "Requeue all matching" in page
+    found = make_dead_letter(fresh_topics, ping_envelope("searched"), key="seat-42")
+    for term in (str(found.event_id), "seat-42"):
+        page = client.get(reverse(CHANGELIST), {"q": term}).content.decode()
+        assert "1 dead letter" in page and "?_changelist_filters" in page
+    DeadLetter.objects.filter(pk=found.pk).update(error_message="disk on fire")
+    page = client.get(reverse(CHANGELIST), {"q": "on fire"}).content.decode()
+    assert "1 dead letter" in page
+
+
+def test_detail_page_shows_payload_traceback_and_timeline(
+    client, requeuer, fresh_topics
+) -> None:
+    envelope = ping_envelope("detail")
+    letter = make_dead_letter(fresh_topics, envelope)
+    InboxEntry.objects.create(
+        event_id=envelope["id"],
+        handler="h",
+        topic=letter.original_topic,
+        partition=0,
+        offset=7,
+    )
+    client.force_login(requeuer)
+    page = client.get(
+        reverse("admin:events_deadletter_change", args=[letter.pk])
+    ).content.decode()
+    assert "&quot;ping_id&quot;: &quot;detail&quot;" in page  # pretty-printed JSON
+    assert "RuntimeError: boom" in page
+    assert "x-replay-count" not in page and "kafka_dlt-exception-fqcn:" in page
+    assert f"dead letter {letter.pk} (this one)" in page
+    assert "handled" in page and f"{letter.original_topic}[0]@7" in page
+
+
+def test_requeue_everything_matching_confirms_the_count_then_sends(
+    client, requeuer, fresh_topics
+) -> None:
+    letters = [make_dead_letter(fresh_topics, ping_envelope(f"m{i}")) for i in range(3)]
+    make_dead_letter(fresh_topics, ping_envelope("done"), status="resolved")
+    client.force_login(requeuer)
+    url = reverse("admin:events_deadletter_requeue_matching") + "?status__exact=new"
+    confirm = client.get(url)
+    assert confirm.status_code == 200
+    assert '<strong id="requeue-count">3</strong>' in confirm.content.decode()
+    assert read_all(fresh_topics.topic("reservation")) == [], "GET sent something"
+    dry = client.post(url, {"dry_run": "1"})
+    assert "Dry run: nothing was sent." in dry.content.decode()
+    assert "x-requeued-from" in dry.content.decode()
+    assert read_all(fresh_topics.topic("reservation")) == []
+    client.post(url, {"confirm": "yes"})
+    arrived = read_all(fresh_topics.topic("reservation"), expected=3)
+    assert sorted(header(m, "x-requeued-from") for m in arrived) == sorted(
+        str(x.pk) for x in letters
+    )
+    assert set(
+        DeadLetter.objects.filter(pk__in=[x.pk for x in letters]).values_list(
+            "status", flat=True
+        )
+    ) == {"requeued"}
+
+
+def test_edited_payload_is_sent_and_audited_while_the_original_is_kept(
+    client, requeuer, fresh_topics
+) -> None:
+    letter = make_dead_letter(fresh_topics, ping_envelope("edit", mode="fail"))
+    client.force_login(requeuer)
+    url = reverse("admin:events_deadletter_requeue_one", args=[letter.pk])
+    assert "&quot;mode&quot;: &quot;fail&quot;" in client.get(url).content.decode()
+    edited = letter.payload | {"data": {"ping_id": "edit", "mode": "ok"}}
+    client.post(url, {"payload": json.dumps(edited)})
+    [message] = read_all(fresh_topics.topic("reservation"), expected=1)
+    assert json.loads(message.value())["data"]["mode"] == "ok"
+    letter.refresh_from_db()
+    assert letter.payload["data"]["mode"] == "fail"
+    assert [a.action for a in letter.actions.all()] == ["payload_edited", "requeued"]
+    assert letter.actions.first().payload == edited
+
+
+def test_staff_without_requeue_permission_gets_403_on_every_requeue_path(
+    client, viewer, fresh_topics
+) -> None:
+    letter = make_dead_letter(fresh_topics, ping_envelope("forbidden"))
+    client.force_login(viewer)
+    assert client.get(reverse(CHANGELIST)).status_code == 200
+    one = reverse("admin:events_deadletter_requeue_one", args=[letter.pk])
+    matching = reverse("admin:events_deadletter_requeue_matching")
+    responses = [
+        client.post(
+            reverse(CHANGELIST),
+            {"action": action, "_selected_action": [letter.pk]},
+        )
+        for action in ("requeue_selected", "requeue_selected_dry_run")
+    ]
+    responses += [
+        client.get(one),
+        client.post(one, {"payload": ""}),
+        client.get(matching),
+        client.post(matching, {"confirm": "yes"}),
+    ]
+    assert [r.status_code for r in responses] == [403] * 6
+    assert read_all(fresh_topics.topic("reservation")) == []
+    letter.refresh_from_db()
+    assert letter.status == "new" and not letter.actions.exists()
+    # Resolving needs the change permission, which this user has.
+    client.post(
+        reverse(CHANGELIST),
+        {"action": "resolve_selected", "_selected_action": [letter.pk]},
+    )
+    letter.refresh_from_db()
+    assert letter.status == "resolved"
+
+
+def test_resolve_and_discard_need_the_change_permission(
+    client, requeuer, fresh_topics
+) -> None:
+    letter = make_dead_letter(fresh_topics, ping_envelope("no-change"))
+    client.force_login(requeuer)
+    for action in ("resolve_selected", "discard_selected"):
+        response = client.post(
+            reverse(CHANGELIST), {"action": action, "_selected_action": [letter.pk]}
+        )
+        assert response.status_code == 403
+    letter.refresh_from_db()
+    assert letter.status == "new"
+
+
+def test_cli_dry_run_prints_and_sends_nothing(fresh_topics) -> None:
+    letter = make_dead_letter(fresh_topics, ping_envelope("cli-dry"))
+    out = io.StringIO()
+    call_command("requeue_dead_letters", "--dry-run", stdout=out)
+    text = out.getvalue()
+    assert f"dead letter {letter.pk}: would_send" in text
+    assert "dry run: 1 matched, 0 sent" in text
+    assert read_all(fresh_topics.topic("reservation")) == []
+    letter.refresh_from_db()
+    assert letter.status == "new" and not letter.actions.exists()
+
+
+def test_cli_requeues_by_filter_as_the_cli_actor(fresh_topics) -> None:
+    wanted = make_dead_letter(fresh_topics, ping_envelope("cli"))
+    make_dead_letter(fresh_topics, ping_envelope("cli-other"), status="discarded")
+    other_error = make_dead_letter(fresh_topics, ping_envelope("cli-other-error"))
+    DeadLetter.objects.filter(pk=other_error.pk).update(error_class="x.OtherError")
+    out = io.StringIO()
+    call_command(
+        "requeue_dead_letters",
+        "--topic",
+        "reservation",
+        "--error-class",
+        "RuntimeError",
+        "--since",
+        "2026-01-01T00:00:00",
+        stdout=out,
+    )
+    assert "1 matched, 1 sent" in out.getvalue()
+    [message] = read_all(fresh_topics.topic("reservation"), expected=1)
+    assert header(message, "x-requeued-from") == str(wanted.pk)
+    action = DeadLetterAction.objects.get(dead_letter=wanted)
+    assert (action.actor, action.user) == ("cli", None)
+
+
+def test_cli_fails_loudly_when_the_broker_is_unreachable(
+    fresh_topics, settings
+) -> None:
+    letter = make_dead_letter(fresh_topics, ping_envelope("cli-down"))
+    settings.KAFKA_BOOTSTRAP_SERVERS = "127.0.0.1:1"
+    out = io.StringIO()
+    real = requeue.build_producer
+    with (
+        mock.patch.object(
+            requeue,
+            "build_producer",
+            lambda **kw: real(**{**kw, "delivery.timeout.ms": 1500}),
+        ),
+        pytest.raises(CommandError, match="could not be requeued"),
+    ):
+        call_command("requeue_dead_letters", "--ids", str(letter.pk), stdout=out)
+    assert f"dead letter {letter.pk}: failed" in out.getvalue()
+    letter.refresh_from_db()
+    assert letter.status == "new"
