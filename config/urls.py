@@ -1,12 +1,16 @@
-"""URL map: admin, the versioned API, and its OpenAPI schema and docs."""
+"""URL map: admin, the versioned API, its OpenAPI schema and docs, health and metrics."""
 
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.api_root import api_root
+from config.health import healthz, metrics_view, readyz
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/", api_root, name="api-root"),
     path("api/", include("reservations.urls")),

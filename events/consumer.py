@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import DatabaseError, close_old_connections
 
-from events import metrics
+from events import audit, metrics
 from events.conf import PipelineSettings, RetryPolicy, pipeline_settings
 from events.dead_letters import (
     RETRY_ATTEMPT,
@@ -25,7 +25,13 @@ from events.dead_letters import (
     origin_of,
     retry_headers,
 )
-from events.dispatch import Coordinates, Unit, is_poison, run_optimistically
+from events.dispatch import (
+    Coordinates,
+    Unit,
+    audit_unit,
+    is_poison,
+    run_optimistically,
+)
 from events.dlq_guard import DeadLetterRateGuard
 from events.kafka import (
     KafkaError,
@@ -143,6 +149,7 @@ class ConsumerRunner:
         )
         try:
             while not self.stopping:
+                metrics.CONSUMER_HEARTBEAT.set_to_current_time()
                 self._resume_due_partitions()
                 messages = self._consumer.consume(
                     num_messages=self.batch_size, timeout=self._poll_timeout()
@@ -340,6 +347,7 @@ class ConsumerRunner:
             ),
         )
         metrics.RETRIED.labels(unit.where.topic, unit.handler_name).inc()
+        audit_unit(audit.RETRIED, unit, error)
         self._record_failure(
             unit, error, FailedAttempt.Outcome.RETRY_SCHEDULED, due_at_ms
         )
@@ -359,6 +367,7 @@ class ConsumerRunner:
                 return self._dead_letter_unit(unit, error, guard=False)
             self._record_failure(unit, error, FailedAttempt.Outcome.RETRIED_IN_PLACE)
             metrics.RETRIED.labels(unit.where.topic, unit.handler_name).inc()
+            audit_unit(audit.RETRIED, unit, error)
             if self._stop.wait(policy.delay_ms(unit.where.attempt) / 1000):
                 return False
             unit.where = unit.where.next_attempt()
@@ -385,6 +394,7 @@ class ConsumerRunner:
         metrics.DEAD_LETTERED.labels(
             unit.message.topic(), unit.handler_name or "-"
         ).inc()
+        audit_unit(audit.DEAD_LETTERED, unit, error)
         logger.error(
             "dead-lettered %s[%d]@%d for %s after %d attempt(s): %s: %s",
             unit.origin.topic,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
-from events import metrics
+from events import audit, metrics
 from events.dead_letters import Origin
 from events.kafka import Message
 from events.registry import HandlerSpec
@@ -133,7 +133,29 @@ def run_optimistically(units: list[Unit], *, batches: bool = True) -> Failure | 
         metrics.PROCESSED.labels(unit.where.topic, unit.handler_name).inc()
     for unit in duplicates:
         metrics.DUPLICATES.labels(unit.where.topic, unit.handler_name).inc()
+    if audit.enabled():
+        for unit in processed:
+            audit_unit(audit.PROCESSED, unit)
+        for unit in duplicates:
+            audit_unit(audit.DUPLICATE, unit)
     return None
+
+
+def audit_unit(outcome: str, unit: Unit, error: BaseException | None = None) -> None:
+    """Write the audit line of one unit's outcome (see events.audit)."""
+    audit.audit(
+        outcome,
+        event_id=unit.envelope.event_id if unit.envelope else None,
+        event_type=unit.envelope.event_type if unit.envelope else None,
+        topic=unit.where.topic,
+        partition=unit.where.partition,
+        offset=unit.where.offset,
+        trace_id=unit.where.trace_id,
+        handler=unit.handler_name or None,
+        attempt=unit.where.attempt,
+        error=error,
+        level=logging.WARNING if outcome == audit.DEAD_LETTERED else logging.INFO,
+    )
 
 
 def _claim_inbox(units: list[Unit]) -> set[tuple[uuid.UUID, str]]:

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from django.db import connections
 
-from events import metrics
+from events import audit, metrics
 from events.conf import pipeline_settings
 from events.kafka import (
     PERMANENT_PRODUCE_ERRORS,
@@ -175,6 +175,7 @@ class OutboxRelay:
                 metrics.RELAY_IS_LEADER.set(1)
                 logger.info("relay is the leader; sending outbox rows")
                 return True
+            metrics.RELAY_HEARTBEAT.set_to_current_time()
             if not announced:
                 logger.info("another relay is the leader; waiting as a hot standby")
                 announced = True
@@ -189,6 +190,7 @@ class OutboxRelay:
         rescan_at = time.monotonic() + self.poll_interval
         backoff = 0.0
         while not self.stopping:
+            metrics.RELAY_HEARTBEAT.set_to_current_time()
             producer = self._ensure_producer()
             producer.poll(0)
             failures = self._hand_over_completed()
@@ -263,6 +265,8 @@ class OutboxRelay:
                     logger.error("producer fatal error %s; recreating it", error.str())
                     self._producer = None
             failures.extend(batch.failures())
+            if audit.enabled():
+                _audit_published(batch)
             self._recorder.submit(batch)
         return failures
 
@@ -369,6 +373,22 @@ class OutboxRelay:
         metrics.OUTBOX_OLDEST_AGE.set(float(age or 0))
         (parked,) = self._conn.execute(PARKED_SQL).fetchone() or (0,)
         metrics.OUTBOX_PARKED_ROWS.set(parked)
+
+
+def _audit_published(batch: Batch) -> None:
+    for row_id, topic, _key, _payload, headers in batch.rows:
+        error, partition, offset = batch.outcomes[row_id]
+        if error is None:
+            meta = json.loads(headers)
+            audit.audit(
+                audit.PUBLISHED,
+                event_id=meta.get("event_id"),
+                event_type=meta.get("event_type"),
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                trace_id=meta.get("trace_id"),
+            )
 
 
 def _record_delivery(

@@ -8,7 +8,16 @@ from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_SERVICES = {"web", "relay", "consumers", "worker", "beat", "migrate"}
-LONG_RUNNING_WITH_HEALTH = {"kafka", "postgres", "redis", "web", "relay", "consumers"}
+OBSERVABILITY = {"prometheus", "grafana"}
+LONG_RUNNING_WITH_HEALTH = {
+    "kafka",
+    "postgres",
+    "redis",
+    "web",
+    "relay",
+    "consumers",
+    *OBSERVABILITY,
+}
 
 
 def compose() -> dict:
@@ -24,7 +33,7 @@ def settings_variables() -> set[str]:
 
 def test_compose_has_every_service_of_the_system() -> None:
     services = set(compose()["services"])
-    assert services == APP_SERVICES | {"kafka", "postgres", "redis"}
+    assert services == APP_SERVICES | {"kafka", "postgres", "redis"} | OBSERVABILITY
 
 
 def test_every_setting_variable_is_set_for_every_app_service() -> None:

@@ -36,6 +36,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.TraceparentMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -58,6 +59,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "config.context_processors.pipeline_glance",
             ],
         },
     },
@@ -116,10 +118,36 @@ SEAT_HOLD_SWEEP_SECONDS = env.float("SEAT_HOLD_SWEEP_SECONDS", default=30.0)
 # --- Celery (periodic housekeeping) ---------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# The worker serves its metrics here (0: not at all); see events.metrics.
+CELERY_METRICS_PORT = env.int("CELERY_METRICS_PORT", default=0)
+# Retention of the delivery log (PublishedEvent) and of the inbox (InboxEntry). The
+# inbox must outlive any redelivery: keep it longer than the topics' retention.
+EVENTS_PUBLISHED_RETENTION_DAYS = env.float(
+    "EVENTS_PUBLISHED_RETENTION_DAYS", default=7.0
+)
+EVENTS_INBOX_RETENTION_DAYS = env.float("EVENTS_INBOX_RETENTION_DAYS", default=7.0)
+EVENTS_PRUNE_INTERVAL_SECONDS = env.float(
+    "EVENTS_PRUNE_INTERVAL_SECONDS", default=3600.0
+)
+EVENTS_GAUGES_INTERVAL_SECONDS = env.float(
+    "EVENTS_GAUGES_INTERVAL_SECONDS", default=15.0
+)
 CELERY_BEAT_SCHEDULE = {
     "expire-seat-holds": {
         "task": "reservations.tasks.expire_seat_holds",
         "schedule": SEAT_HOLD_SWEEP_SECONDS,
+    },
+    "prune-published-events": {
+        "task": "events.tasks.prune_published_events",
+        "schedule": EVENTS_PRUNE_INTERVAL_SECONDS,
+    },
+    "prune-inbox-entries": {
+        "task": "events.tasks.prune_inbox_entries",
+        "schedule": EVENTS_PRUNE_INTERVAL_SECONDS,
+    },
+    "refresh-pipeline-gauges": {
+        "task": "events.tasks.refresh_pipeline_gauges",
+        "schedule": EVENTS_GAUGES_INTERVAL_SECONDS,
     },
 }
 
@@ -179,12 +207,42 @@ CONSUMER_BATCH_SIZE = env.int("CONSUMER_BATCH_SIZE", default=500)
 OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=2000)
 OUTBOX_RELAY_POLL_INTERVAL = env.float("OUTBOX_RELAY_POLL_INTERVAL", default=1.0)
 
+# /readyz gives Kafka this long to answer before it reports the broker unreachable.
+HEALTH_KAFKA_TIMEOUT_SECONDS = env.float("HEALTH_KAFKA_TIMEOUT_SECONDS", default=2.0)
+
+# "json": every log line is a JSON object (config.logging.JsonFormatter); "plain" for
+# people reading a terminal. The events.audit logger (one line per event published,
+# processed, retried or dead-lettered) is JSON either way.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"trace_id": {"()": "config.logging.TraceIdFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(name)s [%(trace_id)s] %(message)s"
+        },
+        "json": {"()": "config.logging.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["trace_id"],
+        },
+        "audit": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["trace_id"],
+        },
+    },
+    "loggers": {
+        "events.audit": {
+            "handlers": ["audit"],
+            "level": env.str("EVENTS_AUDIT_LOG_LEVEL", default="INFO"),
+            "propagate": False,
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }

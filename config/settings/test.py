@@ -16,3 +16,9 @@ CELERY_TASK_ALWAYS_EAGER = False
 
 # Test-only handlers and the table of their effects.
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.effects"]  # noqa: F405
+
+# One audit line per event would fill the stderr pipe of the child processes that
+# tests start and never read; tests that check audit lines raise the level themselves.
+LOGGING["loggers"]["events.audit"]["level"] = env.str(  # noqa: F405
+    "EVENTS_AUDIT_LOG_LEVEL", default="WARNING"
+)
