@@ -90,6 +90,12 @@ def build_consumer(group_id: str, **overrides: Any) -> Consumer:
     }
     if conf.group_protocol == "classic":
         config["partition.assignment.strategy"] = "cooperative-sticky"
+    else:
+        # A runner subscribes to main and retry topics. The broker's default "uniform"
+        # assignor balances the partition count over all of them, and could hand a
+        # joining member only retry partitions; "range" spreads each topic's partitions
+        # over the members, so every member gets a share of the main topics.
+        config["group.remote.assignor"] = "range"
     config.update(overrides)
     return Consumer(config)
 
