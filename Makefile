@@ -21,7 +21,7 @@ run: migrate
 	@echo
 	@echo "  API        http://127.0.0.1:8000/api/        docs: http://127.0.0.1:8000/api/docs/"
 	@echo "  Admin      http://127.0.0.1:8000/admin/      (admin / admin)"
-	@echo "  Metrics    relay :9101, consumers :9102+     Kafka 127.0.0.1:9092"
+	@echo "  Metrics    web /metrics, relay :9101, consumers :9102+, worker :9110; Kafka 127.0.0.1:9092"
 	@echo "  Logs       below; Kafka: .local/kafka/logs. Ctrl-C stops everything."
 	@echo
 	@bash infra/run.sh
