@@ -7,6 +7,9 @@ handlers take whole batches, so a burst of events costs one insert.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from events.registry import handler
 from events.types import Envelope, PoisonMessage
 from reservations.errors import NotFound
@@ -34,48 +37,47 @@ def complete_reservation(event: SeatReserved) -> None:
         ) from exc
 
 
-@handler("reservation", events=[ReservationCreated], batch=True)
-def notify_reservation_created(envelopes: list[Envelope]) -> None:
+def _notify_all(
+    envelopes: list[Envelope], kind: str, message: Callable[[Any], str]
+) -> None:
     notification_create_many(
         notifications=[
             NewNotification(
                 user_id=e.event.user_id,
-                kind="reservation_created",
-                message=f"Seat {e.event.seat_number} is held for you until "
-                f"{e.event.hold_expires_at}.",
+                kind=kind,
+                message=message(e.event),
                 event_id=e.event_id,
             )
             for e in envelopes
         ]
+    )
+
+
+@handler("reservation", events=[ReservationCreated], batch=True)
+def notify_reservation_created(envelopes: list[Envelope]) -> None:
+    _notify_all(
+        envelopes,
+        "reservation_created",
+        lambda e: f"Seat {e.seat_number} is held for you until {e.hold_expires_at}.",
     )
 
 
 @handler("reservation", events=[ReservationCancelled], batch=True)
 def notify_reservation_cancelled(envelopes: list[Envelope]) -> None:
-    notification_create_many(
-        notifications=[
-            NewNotification(
-                user_id=e.event.user_id,
-                kind="reservation_cancelled",
-                message=f"Reservation {e.event.reservation_id} was cancelled.",
-                event_id=e.event_id,
-            )
-            for e in envelopes
-        ]
+    _notify_all(
+        envelopes,
+        "reservation_cancelled",
+        lambda e: f"Reservation {e.reservation_id} was cancelled.",
     )
 
 
 @handler("seat-hold-expired", events=[SeatHoldExpired], batch=True)
 def notify_hold_expired(envelopes: list[Envelope]) -> None:
-    notification_create_many(
-        notifications=[
-            NewNotification(
-                user_id=e.event.user_id,
-                kind="hold_expired",
-                message=f"Your hold on reservation {e.event.reservation_id} expired; "
-                "the seat is free again.",
-                event_id=e.event_id,
-            )
-            for e in envelopes
-        ]
+    _notify_all(
+        envelopes,
+        "hold_expired",
+        lambda e: (
+            f"Your hold on reservation {e.reservation_id} expired; "
+            "the seat is free again."
+        ),
     )

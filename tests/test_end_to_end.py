@@ -59,3 +59,46 @@ def test_reserving_and_paying_through_the_api_flows_through_kafka(fresh_topics) 
     assert Notification.objects.filter(user=user).count() == 2
     detail = client.get(f"/api/reservations/{reservation_id}/").json()
     assert detail["status"] == "CONFIRMED"
+
+
+def test_cancelled_and_expired_reservations_notify_their_users(fresh_topics) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from reservations.services import (
+        reservation_cancel,
+        reservation_create,
+        seat_hold_expire_due,
+    )
+
+    performance = make_performance(seats=2, price=100)
+    first, second = performance.seats.order_by("number")
+    user = make_user()
+    cancelled = reservation_create(user=user, seat_id=first.pk)
+    reservation_cancel(user=user, reservation_id=cancelled.pk)
+    expiring = reservation_create(user=user, seat_id=second.pk)
+    assert seat_hold_expire_due(now=timezone.now() + timedelta(hours=1)) == 1
+
+    with running_relay(poll_interval=0.2), running_consumer():
+        wait_until(
+            lambda: (
+                {"reservation_cancelled", "hold_expired"}
+                <= set(
+                    Notification.objects.filter(user=user).values_list(
+                        "kind", flat=True
+                    )
+                )
+            ),
+            what="both notifications",
+        )
+    kinds = sorted(
+        Notification.objects.filter(user=user).values_list("kind", flat=True)
+    )
+    assert kinds == [
+        "hold_expired",
+        "reservation_cancelled",
+        "reservation_created",
+        "reservation_created",
+    ]
+    assert Reservation.objects.get(pk=expiring.pk).status == "EXPIRED"
