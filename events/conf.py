@@ -46,6 +46,7 @@ class PipelineSettings:
     retry: RetryPolicy
     relay_batch_size: int
     relay_poll_interval: float
+    relay_delivery_log: bool = False
     consumer_batch_size: int = 500
     dlq_max_per_window: int = 100
     dlq_window_seconds: float = 60.0
@@ -114,6 +115,7 @@ def pipeline_settings() -> PipelineSettings:
         ),
         relay_batch_size=settings.OUTBOX_RELAY_BATCH_SIZE,
         relay_poll_interval=settings.OUTBOX_RELAY_POLL_INTERVAL,
+        relay_delivery_log=settings.OUTBOX_DELIVERY_LOG,
         consumer_batch_size=settings.CONSUMER_BATCH_SIZE,
         dlq_max_per_window=settings.EVENTS_DLQ_MAX_PER_WINDOW,
         dlq_window_seconds=settings.EVENTS_DLQ_WINDOW_SECONDS,

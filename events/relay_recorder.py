@@ -22,9 +22,9 @@ logger = logging.getLogger("events.relay")
 
 Outcome = tuple[KafkaError | None, int, int]
 
-# Delete what the broker acknowledged and log where it landed, in one statement: no
-# dead row versions left in the pending index, no rewrite of 1 KB payloads.
-MARK_SENT_SQL = """
+# Delete what the broker acknowledged (no dead row versions left in the pending index, no
+# rewrite of 1 KB payloads) and, with OUTBOX_DELIVERY_LOG, log where it landed.
+LOG_AND_DELETE_SENT_SQL = """
     WITH sent AS (
         DELETE FROM events_outboxevent WHERE id = ANY(%(ids)s)
         RETURNING id, event_id, event_type, topic, key, aggregate_type, aggregate_id,
@@ -39,6 +39,7 @@ MARK_SENT_SQL = """
         ON v.id = s.id
     ON CONFLICT (event_id) DO NOTHING
 """
+DELETE_SENT_SQL = "DELETE FROM events_outboxevent WHERE id = ANY(%(ids)s)"
 PARK_SQL = """
     UPDATE events_outboxevent AS o
     SET parked_at = now(), last_error = v.err
@@ -71,7 +72,9 @@ class Batch:
         ]
 
 
-def record_batch(conn: psycopg.Connection[Any], batch: Batch) -> None:
+def record_batch(
+    conn: psycopg.Connection[Any], batch: Batch, *, delivery_log: bool = False
+) -> None:
     """Write the batch's outcomes in one transaction."""
     sent_ids: list[int] = []
     partitions: list[int] = []
@@ -91,10 +94,13 @@ def record_batch(conn: psycopg.Connection[Any], batch: Batch) -> None:
         else:
             failed.append((row_id, f"{error.name()}: {error.str()}"))
     with conn.transaction():
-        if sent_ids:
+        if sent_ids and delivery_log:
             conn.execute(
-                MARK_SENT_SQL, {"ids": sent_ids, "parts": partitions, "offs": offsets}
+                LOG_AND_DELETE_SENT_SQL,
+                {"ids": sent_ids, "parts": partitions, "offs": offsets},
             )
+        elif sent_ids:
+            conn.execute(DELETE_SENT_SQL, {"ids": sent_ids})
         if parked:
             ids, errors = zip(*parked, strict=True)
             conn.execute(PARK_SQL, (list(ids), list(errors)))
@@ -121,9 +127,14 @@ class Recorder:
     """
 
     def __init__(
-        self, connect: Callable[[], psycopg.Connection[Any]], depth: int
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        depth: int,
+        *,
+        delivery_log: bool = False,
     ) -> None:
         self._connect = connect
+        self._delivery_log = delivery_log
         self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=depth)
         self._thread = threading.Thread(
             target=self._run, name="relay-recorder", daemon=True
@@ -150,7 +161,7 @@ class Recorder:
                     return
                 if conn is None or conn.closed:
                     conn = self._connect()
-                record_batch(conn, batch)
+                record_batch(conn, batch, delivery_log=self._delivery_log)
             except Exception as exc:  # noqa: BLE001 - reported to the relay loop
                 logger.exception(
                     "recording a batch failed; its rows will be sent again"

@@ -26,6 +26,12 @@ ensure_cluster() {
   # Room for the concurrency tests (50 parallel requests) plus relays and consumers.
   pg_conftool "$PG_VERSION" "$PG_CLUSTER" set max_connections 200
   pg_conftool "$PG_VERSION" "$PG_CLUSTER" set listen_addresses 'localhost'
+  # The outbox is write-heavy: with the default 1 GB of WAL a 100,000-event burst forces
+  # checkpoints mid-run, and every first touch of a page after one writes the whole
+  # page to the WAL again. The default 128 MB of shared buffers is for tiny machines.
+  pg_conftool "$PG_VERSION" "$PG_CLUSTER" set max_wal_size 8GB
+  pg_conftool "$PG_VERSION" "$PG_CLUSTER" set checkpoint_timeout 15min
+  pg_conftool "$PG_VERSION" "$PG_CLUSTER" set shared_buffers 1GB
 }
 
 is_running() { pg_lsclusters -h | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1==v && $2==c {print $4}' | grep -q online; }

@@ -206,6 +206,10 @@ CONSUMER_BATCH_SIZE = env.int("CONSUMER_BATCH_SIZE", default=500)
 
 OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=2000)
 OUTBOX_RELAY_POLL_INTERVAL = env.float("OUTBOX_RELAY_POLL_INTERVAL", default=1.0)
+# Keep a PublishedEvent row (topic, partition, offset, time) per acknowledged event, for
+# the dead-letter timeline. Off by default: it doubles the database's work per event
+# (bench/REPORT.md), and the audit log line per published event says the same.
+OUTBOX_DELIVERY_LOG = env.bool("OUTBOX_DELIVERY_LOG", default=False)
 
 # /readyz gives Kafka this long to answer before it reports the broker unreachable.
 HEALTH_KAFKA_TIMEOUT_SECONDS = env.float("HEALTH_KAFKA_TIMEOUT_SECONDS", default=2.0)

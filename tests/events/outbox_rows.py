@@ -23,7 +23,7 @@ def insert_outbox_rows(
                 key, payload, headers, aggregate_type, aggregate_id, created_at,
                 last_error)
             SELECT gen_random_uuid(), 'TestSequenced', 1, %(topic)s, 'k' || (i %% %(keys)s),
-                jsonb_build_object('seq', i, 'key', 'k' || (i %% %(keys)s), 'pad', %(pad)s),
+                jsonb_build_object('seq', i, 'key', 'k' || (i %% %(keys)s), 'pad', %(pad)s)::text,
                 '{}'::jsonb, 'test', 'k' || (i %% %(keys)s), now(), ''
             FROM generate_series(%(start)s, %(start)s + %(count)s - 1) AS i
             ORDER BY i

@@ -25,8 +25,9 @@ from tests.kafka_helpers import header, make_topic, read_topic
 from tests.waiting import wait_until
 
 
-def sent_count(topic: str) -> int:
-    return PublishedEvent.objects.filter(topic=topic).count()
+def unsent(topic: str) -> int:
+    """Rows of `topic` still waiting in the outbox (acknowledged rows are deleted)."""
+    return OutboxEvent.objects.filter(topic=topic, parked_at__isnull=True).count()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -38,8 +39,9 @@ def test_publish_outside_a_transaction_is_refused() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_rolled_back_event_never_reaches_kafka_and_a_committed_one_does(
-    kafka_topics,
+    kafka_topics, settings
 ) -> None:
+    settings.OUTBOX_DELIVERY_LOG = True
     topic = kafka_topics.topic("reservation")
 
     class Boom(Exception):
@@ -54,7 +56,10 @@ def test_rolled_back_event_never_reaches_kafka_and_a_committed_one_does(
         row = events.publish(TestPinged(ping_id="ping-1", n=7))
 
     with running_relay(poll_interval=0.2):
-        wait_until(lambda: sent_count(topic) == 1, what="the committed event sent")
+        wait_until(
+            lambda: PublishedEvent.objects.filter(topic=topic).exists(),
+            what="the committed event sent",
+        )
     assert not OutboxEvent.objects.exists(), "acknowledged row left in the outbox"
     published = PublishedEvent.objects.get(event_id=row.event_id)
     messages = read_topic(topic, expected=1, timeout=10)
@@ -70,20 +75,35 @@ def test_rolled_back_event_never_reaches_kafka_and_a_committed_one_does(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_without_the_delivery_log_acknowledged_rows_are_only_deleted(
+    kafka_topics,
+) -> None:
+    topic = make_topic(new_topic_name(kafka_topics.topic_prefix, "nolog"))
+    # More rows than a batch: the relay reads the next batch ahead while producing.
+    insert_outbox_rows(250, topic=topic, keys=5)
+    with running_relay(poll_interval=0.2, batch_size=100):
+        wait_until(lambda: unsent(topic) == 0, what="all rows sent")
+    assert not PublishedEvent.objects.filter(topic=topic).exists()
+    messages = read_topic(topic, expected=250, timeout=20)
+    seqs = [seq for by_key in sequences_by_key(messages).values() for seq in by_key]
+    assert sorted(seqs) == list(range(250))
+
+
+@pytest.mark.django_db(transaction=True)
 def test_relay_killed_mid_drain_loses_no_event(kafka_topics, subprocess_env) -> None:
     topic = make_topic(new_topic_name(kafka_topics.topic_prefix, "kill9"))
     insert_outbox_rows(10_000, topic=topic, keys=100)
 
     first = start_relay_process(subprocess_env, "--batch-size", "500")
-    wait_until(lambda: sent_count(topic) >= 2_000, timeout=60, what="a first part sent")
+    wait_until(lambda: unsent(topic) <= 8_000, timeout=60, what="a first part sent")
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
-    sent_at_kill = sent_count(topic)
+    sent_at_kill = 10_000 - unsent(topic)
     assert sent_at_kill < 10_000, "relay finished before it could be killed"
 
     second = start_relay_process(subprocess_env, "--batch-size", "500")
     try:
-        wait_until(lambda: sent_count(topic) == 10_000, timeout=90, what="all sent")
+        wait_until(lambda: unsent(topic) == 0, timeout=90, what="all sent")
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=30) == 0
@@ -103,16 +123,14 @@ def test_two_relays_keep_per_key_order_across_a_leader_crash(
     insert_outbox_rows(6_000, topic=topic, keys=40)
 
     leader = start_relay_process(subprocess_env, "--batch-size", "200")
-    wait_until(lambda: sent_count(topic) > 0, timeout=60, what="the leader sending")
+    wait_until(lambda: unsent(topic) < 6_000, timeout=60, what="the leader sending")
     standby = start_relay_process(subprocess_env, "--batch-size", "200")
     try:
         time.sleep(0.5)
         insert_outbox_rows(2_000, topic=topic, keys=40, start=6_000)
         leader.send_signal(signal.SIGKILL)
         leader.wait(timeout=10)
-        wait_until(
-            lambda: sent_count(topic) == 8_000, timeout=90, what="standby drains"
-        )
+        wait_until(lambda: unsent(topic) == 0, timeout=90, what="standby drains")
     finally:
         standby.send_signal(signal.SIGTERM)
         standby.wait(timeout=30)
@@ -142,13 +160,13 @@ def test_relay_rides_out_a_broker_outage_and_loses_nothing(
     topic = make_topic(new_topic_name(kafka_topics.topic_prefix, "outage"))
     insert_outbox_rows(500, topic=topic, keys=10)
     with running_relay(poll_interval=0.2):
-        wait_until(lambda: sent_count(topic) == 500, timeout=60, what="first half sent")
+        wait_until(lambda: unsent(topic) == 0, timeout=60, what="first half sent")
         spare_broker_ctl("stop")
         insert_outbox_rows(500, topic=topic, keys=10, start=500)
         time.sleep(10)
-        assert sent_count(topic) == 500, "rows marked sent while the broker was down"
+        assert unsent(topic) == 500, "rows marked sent while the broker was down"
         spare_broker_ctl("start")
-        wait_until(lambda: sent_count(topic) == 1_000, timeout=90, what="second half")
+        wait_until(lambda: unsent(topic) == 0, timeout=90, what="second half")
     messages = read_topic(topic, expected=1_000, timeout=30)
     seqs = {seq for by_key in sequences_by_key(messages).values() for seq in by_key}
     assert seqs == set(range(1_000))
@@ -176,7 +194,7 @@ def test_oversized_row_is_parked_while_the_rows_behind_it_are_delivered(
     )
     insert_outbox_rows(5, topic=topic, keys=1, start=4)
     with running_relay(poll_interval=0.2):
-        wait_until(lambda: sent_count(topic) == 8, timeout=60, what="small rows sent")
+        wait_until(lambda: unsent(topic) == 0, timeout=60, what="small rows sent")
     parked = OutboxEvent.objects.get(topic=topic, parked_at__isnull=False)
     assert parked.payload["seq"] == 3
     assert "TOO_LARGE" in parked.last_error

@@ -1,0 +1,40 @@
+"""Model fields of the pipeline."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+
+
+class JSONTextField(models.TextField):
+    """A JSON document stored as the text that was serialized, read back as Python.
+
+    For the outbox payload: the relay sends the column's text as it is, so there is
+    no jsonb -> text conversion on the hot path, and the bytes on the topic are the
+    bytes `publish` wrote (keys in their order, not jsonb's). It cannot be queried
+    inside the document, which nothing does on a table whose rows live milliseconds.
+    """
+
+    description = "JSON document stored as text"
+
+    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> Any:
+        return None if value is None else json.loads(value)
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+        return value
+
+    def get_prep_value(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(value, cls=DjangoJSONEncoder)
+
+    def value_to_string(self, obj: models.Model) -> str:
+        return self.get_prep_value(self.value_from_object(obj)) or ""
