@@ -103,6 +103,7 @@ class ConsumerRunner:
             for stream in self.streams
             for topic in [self.conf.topic(stream), *self.conf.retry_topics(stream)]
         ]
+        self._streams_by_topic: dict[str, str | None] = {}
         self._retry_topic_set = {
             t for s in self.streams for t in self.conf.retry_topics(s)
         }
@@ -216,11 +217,12 @@ class ConsumerRunner:
         planned: list[Message] = []
         units: list[Unit] = []
         skipped: set[TP] = set()
+        consumed: dict[str, int] = {}
         for message in messages:
             tp = (message.topic(), message.partition())
             if tp in skipped or not self._usable(message):
                 continue
-            metrics.CONSUMED.labels(message.topic()).inc()
+            consumed[message.topic()] = consumed.get(message.topic(), 0) + 1
             if self._assigned_at:
                 self._note_first_message(tp)
             headers = header_map(message.headers())
@@ -233,7 +235,15 @@ class ConsumerRunner:
             seq = len(planned)
             planned.append(message)
             units.extend(self._units_of(message, headers, seq))
+        for topic, count in consumed.items():
+            metrics.CONSUMED.labels(topic).inc(count)
         return planned, units
+
+    def _stream_of(self, topic: str) -> str | None:
+        stream = self._streams_by_topic.get(topic)
+        if stream is None:
+            stream = self._streams_by_topic[topic] = self.conf.stream_of(topic)
+        return stream
 
     def _units_of(
         self, message: Message, headers: dict[str, str], seq: int
@@ -243,7 +253,7 @@ class ConsumerRunner:
             message.partition(),
             message.offset(),
         )
-        stream = self.conf.stream_of(topic)
+        stream = self._stream_of(topic)
         assert stream is not None, f"consumed a topic of no stream: {topic}"
         attempt = _int(headers.get(RETRY_ATTEMPT)) or 1
         origin = origin_of(headers, topic, partition, offset, message.timestamp()[1])

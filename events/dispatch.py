@@ -14,7 +14,9 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
+import orjson
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
@@ -27,11 +29,15 @@ from events.types import Envelope, PoisonMessage
 
 logger = logging.getLogger(__name__)
 
+# The rows travel as one JSON parameter: Django's client-side parameter binding quotes
+# every element of array parameters in Python, which was a tenth of a consumer's time.
 INBOX_INSERT_SQL = """
     INSERT INTO events_inboxentry
         (event_id, handler, topic, partition, "offset", attempt, processed_at)
-    SELECT *, now() FROM unnest(
-        %s::uuid[], %s::text[], %s::text[], %s::int[], %s::bigint[], %s::int[])
+    SELECT r.event_id, r.handler, r.topic, r.partition, r."offset", r.attempt, now()
+    FROM json_to_recordset(%s::json) AS r(
+        event_id uuid, handler text, topic text, partition int, "offset" bigint,
+        attempt int)
     ON CONFLICT (event_id, handler) DO NOTHING
     RETURNING event_id, handler
 """
@@ -129,16 +135,24 @@ def run_optimistically(units: list[Unit], *, batches: bool = True) -> Failure | 
                 processed.extend(unit for _, unit in members)
     except _Failed as failed:
         return Failure(failed.index, failed.error)
-    for unit in processed:
-        metrics.PROCESSED.labels(unit.where.topic, unit.handler_name).inc()
-    for unit in duplicates:
-        metrics.DUPLICATES.labels(unit.where.topic, unit.handler_name).inc()
+    _count(metrics.PROCESSED, processed)
+    _count(metrics.DUPLICATES, duplicates)
     if audit.enabled():
         for unit in processed:
             audit_unit(audit.PROCESSED, unit)
         for unit in duplicates:
             audit_unit(audit.DUPLICATE, unit)
     return None
+
+
+def _count(counter: Any, units: list[Unit]) -> None:
+    # One labels() lookup per (topic, handler) and batch, not per event.
+    counts: dict[tuple[str, str], int] = {}
+    for unit in units:
+        pair = (unit.where.topic, unit.handler_name)
+        counts[pair] = counts.get(pair, 0) + 1
+    for (topic, handler_name), count in counts.items():
+        counter.labels(topic, handler_name).inc(count)
 
 
 def audit_unit(outcome: str, unit: Unit, error: BaseException | None = None) -> None:
@@ -166,24 +180,19 @@ def _claim_inbox(units: list[Unit]) -> set[tuple[uuid.UUID, str]]:
     """
     if not units:
         return set()
-    columns: tuple[list, ...] = ([], [], [], [], [], [])
-    for unit in units:
-        assert unit.envelope is not None and unit.spec is not None
-        for column, value in zip(
-            columns,
-            (
-                unit.envelope.event_id,
-                unit.spec.name,
-                unit.where.topic,
-                unit.where.partition,
-                unit.where.offset,
-                unit.where.attempt,
-            ),
-            strict=True,
-        ):
-            column.append(value)
+    rows = [
+        {
+            "event_id": unit.envelope.event_id,  # type: ignore[union-attr]
+            "handler": unit.spec.name,  # type: ignore[union-attr]
+            "topic": unit.where.topic,
+            "partition": unit.where.partition,
+            "offset": unit.where.offset,
+            "attempt": unit.where.attempt,
+        }
+        for unit in units
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(INBOX_INSERT_SQL, columns)
+        cursor.execute(INBOX_INSERT_SQL, [orjson.dumps(rows).decode()])
         return {(event_id, handler) for event_id, handler in cursor.fetchall()}
 
 

@@ -44,6 +44,7 @@ class HandlerSpec:
 
 
 _HANDLERS: dict[str, HandlerSpec] = {}
+_BY_STREAM: dict[str, list[HandlerSpec]] = {}
 
 
 def handler(
@@ -80,6 +81,7 @@ def handler(
         existing = _HANDLERS.get(spec_name)
         if existing is not None and existing.func is not func:
             raise ValueError(f"a handler named {spec_name!r} is already registered")
+        _BY_STREAM.clear()
         _HANDLERS[spec_name] = HandlerSpec(
             name=spec_name,
             stream=stream,
@@ -99,9 +101,15 @@ def registered_handlers() -> dict[str, HandlerSpec]:
 
 
 def handlers_for(stream: str) -> list[HandlerSpec]:
-    return [spec for spec in _HANDLERS.values() if spec.stream == stream]
+    # Asked once per consumed message: kept per stream until a handler is (un)registered.
+    specs = _BY_STREAM.get(stream)
+    if specs is None:
+        specs = [spec for spec in _HANDLERS.values() if spec.stream == stream]
+        _BY_STREAM[stream] = specs
+    return specs
 
 
 def unregister(name: str) -> None:
     """Remove a handler (tests register throw-away handlers)."""
     _HANDLERS.pop(name, None)
+    _BY_STREAM.clear()

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import orjson
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 import events
@@ -339,6 +340,15 @@ def notification_create(
     return notification
 
 
+NOTIFICATION_INSERT_SQL = """
+    INSERT INTO reservations_notification (user_id, kind, message, event_id, created_at)
+    SELECT r.user_id, r.kind, r.message, r.event_id, now()
+    FROM json_to_recordset(%s::json) AS r(
+        user_id int, kind text, message text, event_id uuid)
+    ON CONFLICT (user_id, kind, event_id) DO NOTHING
+"""
+
+
 @dataclass(frozen=True)
 class NewNotification:
     user_id: int
@@ -352,14 +362,25 @@ def notification_create_many(*, notifications: list[NewNotification]) -> int:
 
     The batch handlers' service: one insert for a whole consumed batch.
     """
-    rows = [
-        Notification(
-            user_id=n.user_id, kind=n.kind, message=n.message, event_id=n.event_id
-        )
-        for n in notifications
-    ]
-    Notification.objects.bulk_create(rows, ignore_conflicts=True)
-    return len(rows)
+    if not notifications:
+        return 0
+    # One JSON parameter rather than bulk_create: building a model per row and quoting
+    # each array element in Python (Django's client-side binding) was a third of a
+    # consumer's time in the throughput benchmark.
+    rows = orjson.dumps(
+        [
+            {
+                "user_id": n.user_id,
+                "kind": n.kind,
+                "message": n.message,
+                "event_id": n.event_id,
+            }
+            for n in notifications
+        ]
+    ).decode()
+    with connection.cursor() as cursor:
+        cursor.execute(NOTIFICATION_INSERT_SQL, [rows])
+    return len(notifications)
 
 
 def _reservation_lock(*, reservation_id: int, user: User | None = None) -> Reservation:
