@@ -14,7 +14,20 @@ from datetime import UTC, datetime
 from django.db import connection
 
 
-def _produce(count: int, user_id: int) -> None:
+def _bench_users(n: int = 100) -> list[int]:
+    """Users the events belong to: many, as in real traffic.
+
+    With a single user every notification's foreign-key check share-locks the same
+    user row, and two consumer processes then fight over that one row's lock.
+    """
+    from django.contrib.auth.models import User
+
+    return [
+        User.objects.get_or_create(username=f"bench-user-{i}")[0].pk for i in range(n)
+    ]
+
+
+def _produce(count: int, user_ids: list[int]) -> None:
     from events.conf import pipeline_settings
     from events.kafka import build_producer
 
@@ -35,7 +48,7 @@ def _produce(count: int, user_id: int) -> None:
                 "seat_id": i,
                 "seat_number": f"A-{i}",
                 "performance_id": 1,
-                "user_id": user_id,
+                "user_id": user_ids[i % len(user_ids)],
                 "price": 100,
                 "status": "PENDING",
                 "hold_expires_at": now,
@@ -68,15 +81,13 @@ def _handled() -> int:
 
 
 def _run(count: int, concurrency: int) -> float:
-    from django.contrib.auth.models import User
 
     from events.conf import pipeline_settings
     from events.topics import create_topics
 
     create_topics()
-    user, _ = User.objects.get_or_create(username="bench-user")
     start_count = _handled()
-    _produce(count, user.pk)
+    _produce(count, _bench_users())
     group = f"{pipeline_settings().topic_prefix}group-{uuid.uuid4().hex[:6]}"
     process = subprocess.Popen(
         [
@@ -137,13 +148,11 @@ def join(*, rounds: int = 3) -> dict[str, object]:
     import re
     import threading
 
-    from django.contrib.auth.models import User
-
     from events.conf import pipeline_settings
     from events.topics import create_topics
 
     create_topics()
-    user, _ = User.objects.get_or_create(username="bench-user")
+    users = _bench_users()
     env = {
         **os.environ,
         "KAFKA_TOPIC_PREFIX": pipeline_settings().topic_prefix,
@@ -158,7 +167,7 @@ def join(*, rounds: int = 3) -> dict[str, object]:
 
         def flow(stop: threading.Event = stop) -> None:
             while not stop.is_set():
-                _produce(50, user.pk)
+                _produce(50, users)
                 time.sleep(0.05)
 
         sender = threading.Thread(target=flow)

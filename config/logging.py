@@ -7,10 +7,11 @@ loggers when LOG_FORMAT=json.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from events.tracing import current_trace_id
 
@@ -63,4 +64,5 @@ class JsonFormatter(logging.Formatter):
                 data[key] = value
         if record.exc_info:
             data["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
+        # orjson: several times faster than json for the audit log's line per event.
+        return orjson.dumps(data, default=str).decode()
