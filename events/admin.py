@@ -1,9 +1,10 @@
 import json
 
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -291,9 +292,18 @@ class DeadLetterAdmin(admin.ModelAdmin):
         for name in ("confirm", "dry_run"):
             query.pop(name, None)
         request.GET = query
-        changelist = self.get_changelist_instance(request)
-        queryset = changelist.get_queryset(request)
-        count = queryset.count()
+        try:
+            changelist = self.get_changelist_instance(request)
+            queryset = changelist.get_queryset(request)
+            count = queryset.count()
+        except IncorrectLookupParameters as exc:
+            # A hand-edited or stale URL: say so rather than fail with a 500, and
+            # requeue nothing (an ignored filter would mean "requeue everything").
+            return HttpResponseBadRequest(
+                f"This filter is not valid, so nothing was requeued: {exc}. "
+                "Choose the filter again on the dead-letter list.",
+                content_type="text/plain",
+            )
         if request.method == "POST":
             dry_run = bool(request.POST.get("dry_run"))
             results = dead_letter_requeue(

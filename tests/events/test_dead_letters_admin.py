@@ -155,6 +155,23 @@ def test_edited_payload_is_sent_and_audited_while_the_original_is_kept(
     assert letter.actions.first().payload == edited
 
 
+def test_requeue_matching_with_a_malformed_filter_is_a_400_that_sends_nothing(
+    client, requeuer, fresh_topics
+) -> None:
+    letter = make_dead_letter(fresh_topics, ping_envelope("kept"))
+    client.force_login(requeuer)
+    url = (
+        reverse("admin:events_deadletter_requeue_matching")
+        + "?last_failed_at__gte=not-a-date"
+    )
+    for response in (client.get(url), client.post(url, {"confirm": "yes"})):
+        assert response.status_code == 400
+        assert "filter is not valid" in response.content.decode()
+    letter.refresh_from_db()
+    assert letter.status == "new"
+    assert read_all(fresh_topics.topic("reservation")) == []
+
+
 def test_staff_without_requeue_permission_gets_403_on_every_requeue_path(
     client, viewer, fresh_topics
 ) -> None:
