@@ -198,7 +198,7 @@ class OutboxRelay:
 
     def _loop(self) -> None:
         assert self._conn is not None and self._recorder is not None
-        floor = 0
+        floor = fetched_from = 0
         rescan_at = time.monotonic() + self.poll_interval
         backoff = 0.0
         while not self.stopping:
@@ -213,6 +213,7 @@ class OutboxRelay:
                 continue
             fetched = -1
             if len(self._in_flight) < MAX_IN_FLIGHT and time.monotonic() < rescan_at:
+                fetched_from = floor
                 rows = self._fetch(floor)
                 fetched = len(rows)
                 if rows:
@@ -237,7 +238,12 @@ class OutboxRelay:
             else:
                 backoff = 0.0
             self._refresh_backlog()
-            if fetched == 0 or floor == 0:
+            # Sleep only when a read from the lowest id found nothing. After an empty
+            # read from further up, a row that committed late with a lower id may be
+            # waiting, and its notification was drained before that read: sleeping
+            # then would leave it for a whole poll interval (seen as 1 s maxima at
+            # 1,000 events/s in bench/).
+            if fetched == 0 and fetched_from == 0:
                 self._wait_for_notify()
             floor, rescan_at = 0, time.monotonic() + self.poll_interval
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import secrets
 import signal
+import threading
 import time
 import uuid
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 import events
 from events.models import OutboxEvent, PublishedEvent
 from events.outbox import OutboxError
+from events.relay import OutboxRelay
 from tests.effects.event_types import TestPinged
 from tests.events.outbox_rows import (
     first_occurrences,
@@ -87,6 +89,55 @@ def test_without_the_delivery_log_acknowledged_rows_are_only_deleted(
     messages = read_topic(topic, expected=250, timeout=20)
     seqs = [seq for by_key in sequences_by_key(messages).values() for seq in by_key]
     assert sorted(seqs) == list(range(250))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_late_commit_below_the_relays_position_does_not_wait_for_the_poll(
+    kafka_topics,
+) -> None:
+    """A row that commits, with a lower id, just as the relay reads from past it.
+
+    Its notification is drained by that read, so only a read from the lowest id finds
+    it; sleeping after the empty read would leave it for the whole poll interval.
+    """
+    topic = kafka_topics.topic("reservation")
+    holding, release = threading.Event(), threading.Event()
+
+    def late_writer() -> None:
+        with transaction.atomic():
+            events.publish(TestPinged(ping_id="late", key_id="late-key"))
+            holding.set()
+            release.wait(30)
+        connection.close()
+
+    writer = threading.Thread(target=late_writer)
+    writer.start()
+    assert holding.wait(10)
+    with transaction.atomic():
+        events.publish(TestPinged(ping_id="early", key_id="other-key"))
+
+    class LateCommitDuringARead(OutboxRelay):
+        def _read_batch(self, floor: int) -> list:
+            if floor > 0 and not release.is_set():
+                release.set()  # the late row commits now, below `floor`
+                writer.join()
+            return super()._read_batch(floor)
+
+    relay = LateCommitDuringARead(batch_size=1, poll_interval=30.0)
+    thread = threading.Thread(target=relay.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(
+            lambda: unsent(topic) == 0 and release.is_set(),
+            timeout=10,
+            what="the late row sent well within the 30 s poll interval",
+        )
+    finally:
+        release.set()
+        relay.stop()
+        thread.join(timeout=30)
+    messages = read_topic(topic, expected=2, timeout=10)
+    assert sorted(m.key() for m in messages) == [b"late-key", b"other-key"]
 
 
 @pytest.mark.django_db(transaction=True)
