@@ -136,8 +136,9 @@ def test_a_late_commit_below_the_relays_position_does_not_wait_for_the_poll(
         release.set()
         relay.stop()
         thread.join(timeout=30)
+    ours = {b"late-key", b"other-key"}  # the session's topic holds other tests' too
     messages = read_topic(topic, expected=2, timeout=10)
-    assert sorted(m.key() for m in messages) == [b"late-key", b"other-key"]
+    assert sorted(m.key() for m in messages if m.key() in ours) == sorted(ours)
 
 
 @pytest.mark.django_db(transaction=True)
