@@ -14,17 +14,20 @@ from datetime import UTC, datetime
 from django.db import connection
 
 
-def _bench_users(n: int = 100) -> list[int]:
-    """Users the events belong to: many, as in real traffic.
+def _bench_users(n: int = 5000) -> list[int]:
+    """Users the events belong to: many, as for a popular concert.
 
-    With a single user every notification's foreign-key check share-locks the same
-    user row, and two consumer processes then fight over that one row's lock.
+    Each notification's foreign-key check share-locks its user's row. With one user,
+    or a hundred (two heap pages), concurrent consumers queue on those few rows and
+    pages, and the bench measures that queue rather than the consumer.
     """
     from django.contrib.auth.models import User
 
-    return [
-        User.objects.get_or_create(username=f"bench-user-{i}")[0].pk for i in range(n)
-    ]
+    names = [f"bench-user-{i}" for i in range(n)]
+    User.objects.bulk_create(
+        [User(username=name) for name in names], ignore_conflicts=True
+    )
+    return list(User.objects.filter(username__in=names).values_list("pk", flat=True))
 
 
 def _produce(count: int, user_ids: list[int]) -> None:

@@ -48,6 +48,7 @@ class PipelineSettings:
     relay_poll_interval: float
     relay_delivery_log: bool = False
     consumer_batch_size: int = 500
+    consumer_threads: int = 1
     dlq_max_per_window: int = 100
     dlq_window_seconds: float = 60.0
     dlq_storm_pause_seconds: float = 30.0
@@ -117,6 +118,7 @@ def pipeline_settings() -> PipelineSettings:
         relay_poll_interval=settings.OUTBOX_RELAY_POLL_INTERVAL,
         relay_delivery_log=settings.OUTBOX_DELIVERY_LOG,
         consumer_batch_size=settings.CONSUMER_BATCH_SIZE,
+        consumer_threads=settings.CONSUMER_THREADS,
         dlq_max_per_window=settings.EVENTS_DLQ_MAX_PER_WINDOW,
         dlq_window_seconds=settings.EVENTS_DLQ_WINDOW_SECONDS,
         dlq_storm_pause_seconds=settings.EVENTS_DLQ_STORM_PAUSE_SECONDS,

@@ -203,6 +203,9 @@ EVENTS_DLQ_STORM_PAUSE_SECONDS = env.float(
     "EVENTS_DLQ_STORM_PAUSE_SECONDS", default=30.0
 )
 CONSUMER_BATCH_SIZE = env.int("CONSUMER_BATCH_SIZE", default=500)
+# Consumers per run_consumers process (threads): one decodes while another waits for
+# PostgreSQL. --concurrency multiplies processes; this, consumers within each.
+CONSUMER_THREADS = env.int("CONSUMER_THREADS", default=1)
 
 OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=2000)
 OUTBOX_RELAY_POLL_INTERVAL = env.float("OUTBOX_RELAY_POLL_INTERVAL", default=1.0)

@@ -56,6 +56,12 @@ def test_run_consumers_rejects_an_unknown_stream(kafka_topics) -> None:
         call_command("run_consumers", "--topics", "no-such-stream")
 
 
+@pytest.mark.parametrize("option", ["--concurrency", "--threads"])
+def test_run_consumers_rejects_fewer_than_one_consumer(option) -> None:
+    with pytest.raises(CommandError, match=f"{option} must be at least 1"):
+        call_command("run_consumers", option, "0")
+
+
 def test_commands_say_clearly_when_kafka_is_unreachable(settings) -> None:
     settings.KAFKA_BOOTSTRAP_SERVERS = "127.0.0.1:1"
     with pytest.raises(CommandError, match="cannot reach Kafka at 127.0.0.1:1"):

@@ -207,8 +207,9 @@ def test_dead_letter_storm_pauses_the_consumer(fresh_topics, settings, caplog) -
     assert effects("behind-the-storm") == 0
 
 
+@pytest.mark.parametrize("threads", ["1", "3"])
 def test_consumer_killed_mid_batch_loses_nothing_and_doubles_nothing(
-    fresh_topics, subprocess_env
+    fresh_topics, subprocess_env, threads
 ) -> None:
     env = child_env()
     send_events(
@@ -217,7 +218,9 @@ def test_consumer_killed_mid_batch_loses_nothing_and_doubles_nothing(
             for i in range(400)
         ]
     )
-    first = start_consumer_process(env, "--topics", "reservation", "--batch-size", "50")
+    first = start_consumer_process(
+        env, "--topics", "reservation", "--batch-size", "50", "--threads", threads
+    )
     wait_until(
         lambda: Effect.objects.count() >= 60, timeout=60, what="a first part handled"
     )
@@ -226,7 +229,7 @@ def test_consumer_killed_mid_batch_loses_nothing_and_doubles_nothing(
     assert Effect.objects.count() < 400, "finished before the kill"
 
     second = start_consumer_process(
-        env, "--topics", "reservation", "--batch-size", "50"
+        env, "--topics", "reservation", "--batch-size", "50", "--threads", threads
     )
     try:
         wait_until(
@@ -241,14 +244,17 @@ def test_consumer_killed_mid_batch_loses_nothing_and_doubles_nothing(
     assert InboxEntry.objects.count() == 400
 
 
+@pytest.mark.parametrize("threads", ["1", "3"])
 def test_sigterm_stops_cleanly_with_offsets_committed(
-    fresh_topics, subprocess_env
+    fresh_topics, subprocess_env, threads
 ) -> None:
     env = child_env()
     send_events(
         *[TestPinged(ping_id=f"t{i}", key_id=f"key{i % 5}") for i in range(100)]
     )
-    process = start_consumer_process(env, "--topics", "reservation")
+    process = start_consumer_process(
+        env, "--topics", "reservation", "--threads", threads
+    )
     try:
         wait_until(
             lambda: Effect.objects.count() == 100, timeout=60, what="all handled"
@@ -258,7 +264,8 @@ def test_sigterm_stops_cleanly_with_offsets_committed(
         code = process.wait(timeout=30)
     stderr = process_log(process)
     assert code == 0, stderr
-    assert "left the group" in stderr
+    # Every consumer thread finished its batch, committed and left.
+    assert stderr.count("left the group") == int(threads), stderr
 
     topic = fresh_topics.topic("reservation")
     reader = build_consumer(
