@@ -98,10 +98,12 @@ class OutboxRelay:
       (acks=all, idempotent producer). A crash between acknowledgement and recording
       re-sends the row: a duplicate, never a loss.
     - Pipelined: up to MAX_IN_FLIGHT batches are produced ahead of their recording,
-      which a Recorder thread does on its own connection. Fetching walks forward by id
-      past the batches in flight; whenever the pipeline is empty (at least every
+      which a Recorder thread does on its own connection, and after a full batch the
+      next one is read in a thread while this one is produced. Fetching walks forward
+      by id past the batches in flight; whenever the pipeline is empty (at least every
       poll interval) it starts again from the lowest id, which picks up rows that
-      committed late with a lower id and rows whose delivery failed.
+      committed late with a lower id and rows whose delivery failed. It sleeps only
+      after a read from the lowest id found nothing.
     - A row the broker refuses for good (PERMANENT_PRODUCE_ERRORS, e.g. too large) is
       parked with its error and the rows behind it go on. Any other failure leaves the
       rows pending; the relay backs off (doubling, capped) and sends them again.
