@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -37,13 +38,31 @@ NOTIFY_CHANNEL = "events_outbox"
 RELAY_LOCK_KEY = (7_002, 0)
 BACKLOG_REFRESH_SECONDS = 5.0
 
+# Rows are read in windows of commit time, not by a running id: a window holds the rows
+# whose transactions committed after the `lower` snapshot and up to its `upper` one,
+# paged in id order. Walking by id alone skipped a row whose transaction was still open
+# (id 10) once a later id of another key was read (11); after 10 committed, the same
+# key's next event (12) could be read, and sent, before 10. In windows, 10 and 12 both
+# committed after the last window, so they come in the same one, in id order, and the
+# per-key lock in events.publish makes id order commit order for a key.
+# The statement's own snapshot comes back with the rows (a LEFT JOIN, so also when there
+# are none); it becomes the window's upper bound.
 FETCH_SQL = """
-    SELECT id, topic, key, payload, headers::text
-    FROM events_outboxevent
-    WHERE parked_at IS NULL AND id > %s
-    ORDER BY id
-    LIMIT %s
+    SELECT s.snap::text, o.id, o.topic, o.key, o.payload, o.headers::text
+    FROM (SELECT pg_current_snapshot() AS snap) AS s
+    LEFT JOIN LATERAL (
+        SELECT id, topic, key, payload, headers
+        FROM events_outboxevent
+        WHERE parked_at IS NULL AND id > %(after)s
+            AND NOT pg_visible_in_snapshot(xact_id, %(lower)s::pg_snapshot)
+            AND (%(upper)s::pg_snapshot IS NULL
+                 OR pg_visible_in_snapshot(xact_id, %(upper)s::pg_snapshot))
+        ORDER BY id
+        LIMIT %(limit)s
+    ) AS o ON true
 """
+# A snapshot in which nothing is visible: a window from it holds every pending row.
+EVERYTHING = "1:1:"
 BACKLOG_SQL = """
     SELECT count(*), extract(epoch FROM now() - min(created_at))
     FROM events_outboxevent WHERE parked_at IS NULL
@@ -51,6 +70,26 @@ BACKLOG_SQL = """
 PARKED_SQL = "SELECT count(*) FROM events_outboxevent WHERE parked_at IS NOT NULL"
 # Batches produced but not yet recorded: enough to overlap the database with Kafka.
 MAX_IN_FLIGHT = 3
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where the relay reads next: rows committed after `lower`, up to `upper`, past
+    id `after`. `upper` is None until the window's first read sets it."""
+
+    lower: str = EVERYTHING
+    upper: str | None = None
+    after: int = 0
+
+    @property
+    def from_the_start(self) -> bool:
+        return self.lower == EVERYTHING and self.after == 0
+
+    def next(self, rows: list[tuple[Any, ...]], snapshot: str, full: bool) -> Window:
+        upper = self.upper or snapshot
+        if full:  # more of this window may be waiting: page on by id
+            return Window(self.lower, upper, rows[-1][0])
+        return Window(lower=upper)  # this window is done; the next starts after it
 
 
 def database_connection() -> psycopg.Connection[Any]:
@@ -97,13 +136,15 @@ class OutboxRelay:
     - At least once: a row leaves the outbox only after the broker acknowledged it
       (acks=all, idempotent producer). A crash between acknowledgement and recording
       re-sends the row: a duplicate, never a loss.
+    - Read by commit: each read takes the rows committed after the previous window's
+      snapshot (see FETCH_SQL), in id order, so a row whose transaction was open at one
+      read comes in the next, before any later event of its key.
     - Pipelined: up to MAX_IN_FLIGHT batches are produced ahead of their recording,
       which a Recorder thread does on its own connection, and after a full batch the
-      next one is read in a thread while this one is produced. Fetching walks forward
-      by id past the batches in flight; whenever the pipeline is empty (at least every
-      poll interval) it starts again from the lowest id, which picks up rows that
-      committed late with a lower id and rows whose delivery failed. It sleeps only
-      after a read from the lowest id found nothing.
+      next one is read in a thread while this one is produced. Whenever the pipeline
+      is empty (at least every poll interval) it reads everything pending again, which
+      picks up rows whose delivery failed. It sleeps only after such a read found
+      nothing.
     - A row the broker refuses for good (PERMANENT_PRODUCE_ERRORS, e.g. too large) is
       parked with its error and the rows behind it go on. Any other failure leaves the
       rows pending; the relay backs off (doubling, capped) and sends them again.
@@ -129,8 +170,8 @@ class OutboxRelay:
         self._conn: psycopg.Connection[Any] | None = None
         self._recorder: Recorder | None = None
         self._in_flight: deque[Batch] = deque()
-        # The next batch, fetched while the current one is produced: (floor, future).
-        self._prefetch: tuple[int, Future[list[tuple[Any, ...]]]] | None = None
+        # The next batch, read while the current one is produced: (window, future).
+        self._prefetch: tuple[Window, Future[tuple[list[Any], str]]] | None = None
         self._fetcher: ThreadPoolExecutor | None = None
         self._next_backlog_refresh = 0.0
         self.is_leader = False
@@ -200,7 +241,10 @@ class OutboxRelay:
 
     def _loop(self) -> None:
         assert self._conn is not None and self._recorder is not None
-        floor = fetched_from = 0
+        window = read = Window()
+        # After a read that came back short, read again only when something commits:
+        # a read from an early snapshot walks the pending index from its start.
+        caught_up = False
         rescan_at = time.monotonic() + self.poll_interval
         backoff = 0.0
         while not self.stopping:
@@ -211,27 +255,34 @@ class OutboxRelay:
             if failures:
                 self._discard_prefetch()
                 backoff = self._back_off(failures, backoff)
-                floor, rescan_at = 0, time.monotonic() + self.poll_interval
+                window, rescan_at = Window(), time.monotonic() + self.poll_interval
+                caught_up = False
                 continue
             fetched = -1
-            if len(self._in_flight) < MAX_IN_FLIGHT and time.monotonic() < rescan_at:
-                fetched_from = floor
-                rows = self._fetch(floor)
+            if (
+                len(self._in_flight) < MAX_IN_FLIGHT
+                and time.monotonic() < rescan_at
+                and (not caught_up or self._notified())
+            ):
+                read = window
+                rows, snapshot = self._fetch(window)
                 fetched = len(rows)
+                full = fetched == self.batch_size
+                caught_up = not full
+                window = window.next(rows, snapshot, full)
+                if full:
+                    # More is likely waiting: let the database read the next batch
+                    # while this one is produced.
+                    self._start_prefetch(window)
                 if rows:
-                    floor = rows[-1][0]
-                    if fetched == self.batch_size:
-                        # More is likely waiting: let the database read the next batch
-                        # while this one is produced.
-                        self._start_prefetch(floor)
                     self._in_flight.append(self._produce_batch(producer, rows))
-                    if fetched == self.batch_size:
-                        continue
+                if full:
+                    continue
             if self._in_flight:
                 producer.poll(0.005)
                 continue
-            # Pipeline empty: everything fetched is recorded. Start again from the
-            # lowest id, so late committers and failed rows are picked up.
+            # Pipeline empty: everything read is recorded. Read everything pending
+            # again, so rows whose delivery failed or that were un-parked are picked up.
             self._discard_prefetch()
             self._recorder.drain()
             if self._recorder.error is not None:
@@ -240,28 +291,35 @@ class OutboxRelay:
             else:
                 backoff = 0.0
             self._refresh_backlog()
-            # Sleep only when a read from the lowest id found nothing. After an empty
-            # read from further up, a row that committed late with a lower id may be
-            # waiting, and its notification was drained before that read: sleeping
-            # then would leave it for a whole poll interval (seen as 1 s maxima at
-            # 1,000 events/s in bench/).
-            if fetched == 0 and fetched_from == 0:
+            # Sleep only when a read of everything pending found nothing; a commit after
+            # that read's snapshot notifies after the drain that preceded it, so the
+            # wait returns at once.
+            if fetched == 0 and read.from_the_start:
                 self._wait_for_notify()
-            floor, rescan_at = 0, time.monotonic() + self.poll_interval
+            window, rescan_at = Window(), time.monotonic() + self.poll_interval
+            caught_up = False
 
-    def _fetch(self, floor: int) -> list[tuple[Any, ...]]:
-        """Return the pending rows after `floor`, from the prefetch if it read those."""
+    def _notified(self) -> bool:
+        """Whether a commit has notified since the last read (no round trip)."""
+        assert self._conn is not None and self._prefetch is None
+        for _ in self._conn.notifies(timeout=0, stop_after=1):
+            return True
+        return False
+
+    def _fetch(self, window: Window) -> tuple[list[tuple[Any, ...]], str]:
+        """Return the rows of `window` and the read's snapshot, from the prefetch if
+        it read that window."""
         if self._prefetch is not None:
-            prefetched_floor, future = self._prefetch
+            prefetched, future = self._prefetch
             self._prefetch = None
-            if prefetched_floor == floor:
+            if prefetched == window:
                 return future.result()
             future.exception()  # a stale read: wait for it, the connection is shared
-        return self._read_batch(floor)
+        return self._read_batch(window)
 
-    def _start_prefetch(self, floor: int) -> None:
+    def _start_prefetch(self, window: Window) -> None:
         assert self._fetcher is not None
-        self._prefetch = (floor, self._fetcher.submit(self._read_batch, floor))
+        self._prefetch = (window, self._fetcher.submit(self._read_batch, window))
 
     def _discard_prefetch(self) -> None:
         # Rows read ahead were not produced yet: forgetting them loses nothing, they
@@ -271,10 +329,20 @@ class OutboxRelay:
             self._prefetch = None
             future.exception()
 
-    def _read_batch(self, floor: int) -> list[tuple[Any, ...]]:
+    def _read_batch(self, window: Window) -> tuple[list[tuple[Any, ...]], str]:
         assert self._conn is not None
         self._drain_notifications()
-        return self._conn.execute(FETCH_SQL, (floor, self.batch_size)).fetchall()
+        result = self._conn.execute(
+            FETCH_SQL,
+            {
+                "lower": window.lower,
+                "upper": window.upper,
+                "after": window.after,
+                "limit": self.batch_size,
+            },
+        ).fetchall()
+        snapshot = result[0][0]
+        return [row[1:] for row in result if row[1] is not None], snapshot
 
     def _ensure_producer(self) -> Producer:
         if self._producer is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import signal
 import threading
@@ -14,7 +15,7 @@ from django.db import connection, transaction
 import events
 from events.models import OutboxEvent, PublishedEvent
 from events.outbox import OutboxError
-from events.relay import OutboxRelay
+from events.relay import OutboxRelay, Window
 from tests.effects.event_types import TestPinged
 from tests.events.outbox_rows import (
     first_occurrences,
@@ -117,11 +118,11 @@ def test_a_late_commit_below_the_relays_position_does_not_wait_for_the_poll(
         events.publish(TestPinged(ping_id="early", key_id="other-key"))
 
     class LateCommitDuringARead(OutboxRelay):
-        def _read_batch(self, floor: int) -> list:
-            if floor > 0 and not release.is_set():
-                release.set()  # the late row commits now, below `floor`
+        def _read_batch(self, window: Window) -> tuple[list, str]:
+            if not window.from_the_start and not release.is_set():
+                release.set()  # the late row commits now, below the rows read
                 writer.join()
-            return super()._read_batch(floor)
+            return super()._read_batch(window)
 
     relay = LateCommitDuringARead(batch_size=1, poll_interval=30.0)
     thread = threading.Thread(target=relay.run, daemon=True)
@@ -139,6 +140,63 @@ def test_a_late_commit_below_the_relays_position_does_not_wait_for_the_poll(
     ours = {b"late-key", b"other-key"}  # the session's topic holds other tests' too
     messages = read_topic(topic, expected=2, timeout=10)
     assert sorted(m.key() for m in messages if m.key() in ours) == sorted(ours)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_keeps_its_order_when_its_first_event_commits_after_a_later_id(
+    kafka_topics,
+) -> None:
+    """Key K's first event (id a) commits after another key's event (id b > a) was read.
+
+    K's second event gets an id after b. Reading on from b by id would send it before
+    the first; reading by commit cannot.
+    """
+    topic = kafka_topics.topic("reservation")
+    holding, release = threading.Event(), threading.Event()
+
+    def publish_and_commit(ping_id: str, wait: threading.Event | None = None) -> None:
+        with transaction.atomic():
+            events.publish(TestPinged(ping_id=ping_id, key_id="order-k"))
+            if wait is not None:
+                holding.set()
+                wait.wait(30)
+        connection.close()
+
+    first = threading.Thread(target=publish_and_commit, args=("k-first", release))
+    first.start()
+    assert holding.wait(10)
+    with transaction.atomic():
+        other = events.publish(TestPinged(ping_id="other", key_id="order-other"))
+
+    class CommitsWhileOtherIsInFlight(OutboxRelay):
+        def _produce_batch(self, producer, rows):  # type: ignore[no-untyped-def]
+            batch = super()._produce_batch(producer, rows)
+            if any(row[0] == other.id for row in rows) and not release.is_set():
+                release.set()  # K's first event commits, then its second one
+                first.join()
+                second = threading.Thread(target=publish_and_commit, args=("k-second",))
+                second.start()
+                second.join()
+            return batch
+
+    relay = CommitsWhileOtherIsInFlight(poll_interval=30.0)
+    thread = threading.Thread(target=relay.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(
+            lambda: release.is_set() and unsent(topic) == 0,
+            timeout=20,
+            what="all three events sent",
+        )
+    finally:
+        release.set()
+        relay.stop()
+        thread.join(timeout=30)
+    messages = [m for m in read_topic(topic, expected=3) if m.key() == b"order-k"]
+    assert len({m.partition() for m in messages}) == 1
+    in_order = sorted(messages, key=lambda m: m.offset())
+    pings = [json.loads(m.value())["data"]["ping_id"] for m in in_order]
+    assert pings == ["k-first", "k-second"]
 
 
 @pytest.mark.django_db(transaction=True)
