@@ -7,6 +7,7 @@ loggers when LOG_FORMAT=json.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -64,5 +65,12 @@ class JsonFormatter(logging.Formatter):
                 data[key] = value
         if record.exc_info:
             data["exc_info"] = self.formatException(record.exc_info)
-        # orjson: several times faster than json for the audit log's line per event.
-        return orjson.dumps(data, default=str).decode()
+        # orjson: several times faster than json for the audit log's line per event. It
+        # refuses what json would still write (integers over 64 bits, lone surrogates):
+        # those lines fall back to json rather than being lost.
+        try:
+            return orjson.dumps(
+                data, default=str, option=orjson.OPT_NON_STR_KEYS
+            ).decode()
+        except TypeError:
+            return json.dumps(data, default=str)

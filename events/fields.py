@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
 
@@ -34,7 +33,9 @@ class JSONTextField(models.TextField):
     def get_prep_value(self, value: Any) -> str | None:
         if value is None:
             return None
-        return json.dumps(value, cls=DjangoJSONEncoder)
+        # No lenient encoder: a value JSON cannot carry (a Decimal, NaN) must fail at
+        # publish, inside the business transaction, not reach a consumer as a string.
+        return json.dumps(value, allow_nan=False)
 
     def value_to_string(self, obj: models.Model) -> str:
         return self.get_prep_value(self.value_from_object(obj)) or ""

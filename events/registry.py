@@ -81,7 +81,6 @@ def handler(
         existing = _HANDLERS.get(spec_name)
         if existing is not None and existing.func is not func:
             raise ValueError(f"a handler named {spec_name!r} is already registered")
-        _BY_STREAM.clear()
         _HANDLERS[spec_name] = HandlerSpec(
             name=spec_name,
             stream=stream,
@@ -91,6 +90,7 @@ def handler(
             retry_policy=retry_policy,
             batch=batch,
         )
+        _BY_STREAM.clear()  # after the insert, so no reader caches the old list
         return func
 
     return register

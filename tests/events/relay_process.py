@@ -15,8 +15,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def running_relay(**options: Any) -> Iterator[OutboxRelay]:
-    relay = OutboxRelay(**options)
+def running_relay(
+    relay: OutboxRelay | None = None, **options: Any
+) -> Iterator[OutboxRelay]:
+    """Run `relay` (or a new one built with `options`) in a thread for the block."""
+    relay = relay or OutboxRelay(**options)
     thread = threading.Thread(target=relay.run, name="relay", daemon=True)
     thread.start()
     try:

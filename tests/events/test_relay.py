@@ -124,19 +124,15 @@ def test_a_late_commit_below_the_relays_position_does_not_wait_for_the_poll(
                 writer.join()
             return super()._read_batch(window)
 
-    relay = LateCommitDuringARead(batch_size=1, poll_interval=30.0)
-    thread = threading.Thread(target=relay.run, daemon=True)
-    thread.start()
-    try:
-        wait_until(
-            lambda: unsent(topic) == 0 and release.is_set(),
-            timeout=10,
-            what="the late row sent well within the 30 s poll interval",
-        )
-    finally:
-        release.set()
-        relay.stop()
-        thread.join(timeout=30)
+    with running_relay(LateCommitDuringARead(batch_size=1, poll_interval=30.0)):
+        try:
+            wait_until(
+                lambda: unsent(topic) == 0 and release.is_set(),
+                timeout=10,
+                what="the late row sent well within the 30 s poll interval",
+            )
+        finally:
+            release.set()
     ours = {b"late-key", b"other-key"}  # the session's topic holds other tests' too
     messages = read_topic(topic, expected=2, timeout=10)
     assert sorted(m.key() for m in messages if m.key() in ours) == sorted(ours)
@@ -179,19 +175,15 @@ def test_a_key_keeps_its_order_when_its_first_event_commits_after_a_later_id(
                 second.join()
             return batch
 
-    relay = CommitsWhileOtherIsInFlight(poll_interval=30.0)
-    thread = threading.Thread(target=relay.run, daemon=True)
-    thread.start()
-    try:
-        wait_until(
-            lambda: release.is_set() and unsent(topic) == 0,
-            timeout=20,
-            what="all three events sent",
-        )
-    finally:
-        release.set()
-        relay.stop()
-        thread.join(timeout=30)
+    with running_relay(CommitsWhileOtherIsInFlight(poll_interval=30.0)):
+        try:
+            wait_until(
+                lambda: release.is_set() and unsent(topic) == 0,
+                timeout=20,
+                what="all three events sent",
+            )
+        finally:
+            release.set()
     messages = [m for m in read_topic(topic, expected=3) if m.key() == b"order-k"]
     assert len({m.partition() for m in messages}) == 1
     in_order = sorted(messages, key=lambda m: m.offset())

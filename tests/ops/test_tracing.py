@@ -111,3 +111,12 @@ def test_trace_id_of_the_api_request_reaches_the_handler_log_lines(
         "SeatReserved",
         "ReservationCreated",
     }
+
+
+def test_a_log_line_orjson_refuses_is_still_written_as_json() -> None:
+    # orjson stops at 64-bit integers; such a value must not cost the line.
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "big %s", ("x",), None)
+    record.big = 2**70
+    record.by_number = {1: "one"}
+    line = json.loads(JsonFormatter().format(record))
+    assert line["big"] == 2**70 and line["message"] == "big x"
