@@ -51,8 +51,16 @@ class OutboxEventAdmin(admin.ModelAdmin):
     )
     list_filter = (OutboxStateFilter, "event_type", "topic")
     search_fields = ("event_id", "key", "aggregate_id", "last_error")
-    readonly_fields = [f.name for f in OutboxEvent._meta.fields]
+    # The payload column is text holding JSON; shown pretty-printed, not as a dict.
+    readonly_fields = fields = [
+        "payload_json" if f.name == "payload" else f.name
+        for f in OutboxEvent._meta.fields
+    ]
     actions = ("republish",)
+
+    @admin.display(description="payload")
+    def payload_json(self, obj: OutboxEvent) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
