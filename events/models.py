@@ -14,8 +14,10 @@ class OutboxEvent(models.Model):
     """An event committed with its business change and not yet acknowledged by Kafka.
 
     `id` is allocated inside the writing transaction after `events.publish` took a
-    per-key advisory lock, so for any one key, id order is commit order: the relay sends
-    rows in id order and therefore in commit order per key. Once the broker has
+    per-key advisory lock, so for any one key, id order is commit order. The relay reads
+    the rows committed since its last read's snapshot (the `xact_id` column, added by
+    migration 0005) in id order, and so sends each key's rows in commit order. Once the
+    broker has
     acknowledged a row, the relay deletes it (and, with OUTBOX_DELIVERY_LOG, records the
     delivery as a PublishedEvent in the same transaction); what stays here is the
     backlog and the parked rows.
