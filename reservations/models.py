@@ -210,10 +210,13 @@ class NotificationKind(models.TextChoices):
 class Notification(models.Model):
     """One user-facing notification; `event_id` makes a redelivered event a no-op."""
 
+    # No index of its own: the unique constraint below starts with user, so it serves
+    # lookups by user, and every event's notification would pay for a second index.
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,
         related_name="notifications",
+        db_index=False,
     )
     kind = models.CharField(max_length=50, choices=NotificationKind.choices)
     message = models.TextField()

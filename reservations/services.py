@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 
 import orjson
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 import events
+from events.bulk_insert import insert_skipping_present
 from reservations.errors import (
     AlreadyPaid,
     HoldExpired,
@@ -345,8 +346,8 @@ NOTIFICATION_INSERT_SQL = """
     SELECT r.user_id, r.kind, r.message, r.event_id, now()
     FROM json_to_recordset(%s::json) AS r(
         user_id int, kind text, message text, event_id uuid)
-    ON CONFLICT (user_id, kind, event_id) DO NOTHING
 """
+NOTIFICATION_SKIP_PRESENT = "ON CONFLICT (user_id, kind, event_id) DO NOTHING"
 
 
 @dataclass(frozen=True)
@@ -378,8 +379,7 @@ def notification_create_many(*, notifications: list[NewNotification]) -> int:
             for n in notifications
         ]
     ).decode()
-    with connection.cursor() as cursor:
-        cursor.execute(NOTIFICATION_INSERT_SQL, [rows])
+    insert_skipping_present(NOTIFICATION_INSERT_SQL, NOTIFICATION_SKIP_PRESENT, [rows])
     return len(notifications)
 
 
