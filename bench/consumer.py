@@ -33,12 +33,13 @@ def _bench_users(n: int = 5000) -> list[int]:
 def _produce(count: int, user_ids: list[int]) -> None:
     from events.conf import pipeline_settings
     from events.kafka import build_producer
+    from events.types import new_event_id
 
     topic = pipeline_settings().topic("reservation")
     producer = build_producer()
     now = datetime.now(UTC).isoformat()
     for i in range(count):
-        event_id = str(uuid.uuid4())
+        event_id = str(new_event_id())
         envelope = {
             "id": event_id,
             "type": "ReservationCreated",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,7 +14,7 @@ from hypothesis import strategies as st
 from events import dead_letters as dl
 from events.conf import RetryPolicy, pipeline_settings
 from events.dlq_guard import DeadLetterRateGuard
-from events.types import PoisonMessage, decode, new_envelope
+from events.types import PoisonMessage, decode, new_envelope, new_event_id
 from tests.effects.event_types import TestPinged
 
 
@@ -99,6 +101,12 @@ def test_random_bytes_never_decode_into_an_event_silently(value: bytes) -> None:
     )
 )
 def test_data_of_the_wrong_shape_is_poison(data: dict) -> None:
+    # ping_id must be a string: None or an int, or no ping_id at all, is poison.
+    with pytest.raises(PoisonMessage):
+        decode(_ping_envelope(data))
+
+
+def _ping_envelope(data: dict, **changes: object) -> bytes:
     envelope = {
         "id": str(uuid.uuid4()),
         "type": "TestPinged",
@@ -108,6 +116,34 @@ def test_data_of_the_wrong_shape_is_poison(data: dict) -> None:
         "aggregate_id": "a",
         "data": data,
     }
-    # ping_id must be a string: None or an int, or no ping_id at all, is poison.
-    with pytest.raises(PoisonMessage):
-        decode(json.dumps(envelope).encode())
+    return json.dumps({**envelope, **changes}).encode()
+
+
+def test_new_event_ids_are_plain_time_ordered_uuid7s() -> None:
+    first = new_event_id()
+    time.sleep(0.002)
+    second = new_event_id()
+    assert type(first) is uuid.UUID and first.version == 7
+    assert first < second  # later ids sort after earlier ones
+    assert orjson.dumps(first) == f'"{first}"'.encode()
+
+
+def test_fields_a_consumer_does_not_know_yet_are_ignored_and_defaults_apply() -> None:
+    decoded = decode(
+        _ping_envelope({"ping_id": "p", "added_later": [1, 2]}, aggregate_id=7)
+    )
+    assert decoded.event == TestPinged(ping_id="p")
+    assert decoded.aggregate_id == "7"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"{not json", "value is not JSON"),
+        (b"[1]", "bad envelope: Expected `object`"),
+        (b'{"type": "x"}', "bad envelope: Object missing required field"),
+    ],
+)
+def test_a_bad_envelope_says_what_is_wrong(value: bytes, reason: str) -> None:
+    with pytest.raises(PoisonMessage, match=reason):
+        decode(value)
