@@ -22,7 +22,6 @@ from events.dead_letters import (
     RETRY_HANDLER,
     dead_letter_headers,
     header_map,
-    origin_of,
     retry_headers,
 )
 from events.dispatch import (
@@ -42,7 +41,7 @@ from events.kafka import (
     build_producer,
 )
 from events.models import FailedAttempt
-from events.registry import HandlerSpec, RetryMode, handlers_for
+from events.registry import HandlerSpec, RetryMode, handlers_accepting
 from events.types import PoisonMessage, decode
 
 logger = logging.getLogger(__name__)
@@ -218,23 +217,27 @@ class ConsumerRunner:
         units: list[Unit] = []
         skipped: set[TP] = set()
         consumed: dict[str, int] = {}
+        retry_topics = self._retry_topic_set
         for message in messages:
-            tp = (message.topic(), message.partition())
-            if tp in skipped or not self._usable(message):
+            if message.error() is not None:
+                self._log_consume_error(message)
                 continue
-            consumed[message.topic()] = consumed.get(message.topic(), 0) + 1
+            topic, partition = message.topic(), message.partition()
+            if skipped and (topic, partition) in skipped:
+                continue
+            consumed[topic] = consumed.get(topic, 0) + 1
             if self._assigned_at:
-                self._note_first_message(tp)
+                self._note_first_message((topic, partition))
             headers = header_map(message.headers())
-            if message.topic() in self._retry_topic_set:
+            if topic in retry_topics:
                 due = _int(headers.get(RETRY_DUE_AT_MS))
                 if due is not None and due > _now_ms():
-                    skipped.add(tp)
+                    skipped.add((topic, partition))
                     self._pause_until(message, due)
                     continue
             seq = len(planned)
             planned.append(message)
-            units.extend(self._units_of(message, headers, seq))
+            units.extend(self._units_of(message, topic, partition, headers, seq))
         for topic, count in consumed.items():
             metrics.CONSUMED.labels(topic).inc(count)
         return planned, units
@@ -246,30 +249,35 @@ class ConsumerRunner:
         return stream
 
     def _units_of(
-        self, message: Message, headers: dict[str, str], seq: int
+        self,
+        message: Message,
+        topic: str,
+        partition: int,
+        headers: dict[str, str],
+        seq: int,
     ) -> list[Unit]:
-        topic, partition, offset = (
-            message.topic(),
-            message.partition(),
-            message.offset(),
-        )
+        # Runs once per consumed message: what only a retry or a dead letter needs
+        # (the message's origin) is worked out when it is needed, not here.
         stream = self._stream_of(topic)
         assert stream is not None, f"consumed a topic of no stream: {topic}"
-        attempt = _int(headers.get(RETRY_ATTEMPT)) or 1
-        origin = origin_of(headers, topic, partition, offset, message.timestamp()[1])
-        where = Coordinates(topic, partition, offset, attempt, headers.get("trace_id"))
+        attempt = 1
+        if RETRY_ATTEMPT in headers:
+            attempt = _int(headers[RETRY_ATTEMPT]) or 1
+        where = Coordinates(
+            topic, partition, message.offset(), attempt, headers.get("trace_id")
+        )
         try:
             envelope = decode(message.value())
         except PoisonMessage as exc:
-            return [Unit(message, stream, origin, where, error=exc, seq=seq)]
-        specs = [s for s in handlers_for(stream) if s.accepts(envelope.event_type)]
+            return [Unit(message, stream, headers, where, error=exc, seq=seq)]
+        specs = handlers_accepting(stream, envelope.event_type)
         target = headers.get(RETRY_HANDLER)
         if target is not None:
             specs = [s for s in specs if s.name == target]
             if not specs:
                 logger.warning("retry for unknown handler %s dropped", target)
         return [
-            Unit(message, stream, origin, where, envelope=envelope, spec=spec, seq=seq)
+            Unit(message, stream, headers, where, envelope=envelope, spec=spec, seq=seq)
             for spec in specs
         ]
 
@@ -283,13 +291,10 @@ class ConsumerRunner:
                 time.monotonic() - assigned_at,
             )
 
-    def _usable(self, message: Message) -> bool:
+    def _log_consume_error(self, message: Message) -> None:
         error = message.error()
-        if error is None:
-            return True
         if error.code() != KafkaError._PARTITION_EOF:
             logger.error("consume error: %s", error)
-        return False
 
     def _execute(
         self,

@@ -44,7 +44,9 @@ class HandlerSpec:
 
 
 _HANDLERS: dict[str, HandlerSpec] = {}
+# Caches of the lookups the consumer makes per message; emptied on every (un)register.
 _BY_STREAM: dict[str, list[HandlerSpec]] = {}
+_ACCEPTING: dict[tuple[str, str], list[HandlerSpec]] = {}
 
 
 def handler(
@@ -90,7 +92,7 @@ def handler(
             retry_policy=retry_policy,
             batch=batch,
         )
-        _BY_STREAM.clear()  # after the insert, so no reader caches the old list
+        _clear_caches()  # after the insert, so no reader caches the old list
         return func
 
     return register
@@ -109,7 +111,22 @@ def handlers_for(stream: str) -> list[HandlerSpec]:
     return specs
 
 
+def handlers_accepting(stream: str, event_type: str) -> list[HandlerSpec]:
+    """The handlers of `stream` that take events of `event_type`, in registration order."""
+    key = (stream, event_type)
+    specs = _ACCEPTING.get(key)
+    if specs is None:
+        specs = [spec for spec in handlers_for(stream) if spec.accepts(event_type)]
+        _ACCEPTING[key] = specs
+    return specs
+
+
 def unregister(name: str) -> None:
     """Remove a handler (tests register throw-away handlers)."""
     _HANDLERS.pop(name, None)
+    _clear_caches()
+
+
+def _clear_caches() -> None:
     _BY_STREAM.clear()
+    _ACCEPTING.clear()

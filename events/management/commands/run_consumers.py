@@ -14,6 +14,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from events import gc_tuning
 from events.conf import pipeline_settings
 from events.consumer import ConsumerRunner
 from events.dead_letter_store import DeadLetterStoreRunner
@@ -114,6 +115,7 @@ class Command(BaseCommand):
         store = (
             DeadLetterStoreRunner(streams=streams) if options["dead_letters"] else None
         )
+        gc_tuning.tune_for_batches()
 
         def stop_all() -> None:
             for runner in runners:
