@@ -119,6 +119,7 @@ class ConsumerRunner:
         # Newly assigned partitions until their first message: how long a rebalance
         # kept them idle is logged (and is what the join benchmark reads).
         self._assigned_at: dict[TP, float] = {}
+        self._subscribed_at = 0.0
         self._consumer: Any = None
         self._producer: Any = None
 
@@ -135,6 +136,7 @@ class ConsumerRunner:
     def run(self) -> None:
         self._consumer = build_consumer(self.group_id, **self._consumer_overrides)
         self._producer = build_producer()
+        self._subscribed_at = time.monotonic()
         self._consumer.subscribe(
             self.topics,
             on_assign=self._on_assign,
@@ -151,9 +153,7 @@ class ConsumerRunner:
             while not self.stopping:
                 metrics.CONSUMER_HEARTBEAT.set_to_current_time()
                 self._resume_due_partitions()
-                messages = self._consumer.consume(
-                    num_messages=self.batch_size, timeout=self._poll_timeout()
-                )
+                messages = self._next_batch()
                 if messages:
                     self._process_batch(messages)
                 self._report_lag()
@@ -164,6 +164,23 @@ class ConsumerRunner:
             logger.info(
                 "consumer of group %s stopped and left the group", self.group_id
             )
+
+    def _next_batch(self) -> list[Message]:
+        """What is queued now, up to a batch; if nothing is, wait for one message.
+
+        consume(n, timeout) returns when n messages are there or the timeout ends: at a
+        low rate every message waited the whole poll timeout (0.5 s) for a batch to fill.
+        """
+        messages = self._consumer.consume(num_messages=self.batch_size, timeout=0)
+        if messages:
+            return messages
+        first = self._consumer.poll(timeout=self._poll_timeout())
+        if first is None:
+            return []
+        if self.batch_size == 1:
+            return [first]
+        rest = self._consumer.consume(num_messages=self.batch_size - 1, timeout=0)
+        return [first, *rest]
 
     def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         now = time.monotonic()
@@ -284,11 +301,14 @@ class ConsumerRunner:
     def _note_first_message(self, tp: TP) -> None:
         assigned_at = self._assigned_at.pop(tp, None)
         if assigned_at is not None:
+            now = time.monotonic()
             logger.info(
-                "%s[%d] consuming %.3f s after its assignment",
+                "%s[%d] consuming %.3f s after its assignment, %.3f s after this "
+                "consumer subscribed",
                 tp[0],
                 tp[1],
-                time.monotonic() - assigned_at,
+                now - assigned_at,
+                now - self._subscribed_at,
             )
 
     def _log_consume_error(self, message: Message) -> None:
