@@ -18,7 +18,11 @@ from psycopg import errors as pg_errors
 
 
 def insert_skipping_present(
-    insert_sql: str, conflict_clause: str, params: Sequence[Any]
+    insert_sql: str,
+    conflict_clause: str,
+    params: Sequence[Any],
+    *,
+    many: bool = True,
 ) -> list[tuple[Any, ...]] | None:
     """Run `insert_sql`; if a row violates a unique constraint, insert the others.
 
@@ -28,7 +32,16 @@ def insert_skipping_present(
     statement returned (those it inserted, if the clause has RETURNING).
     If a concurrent transaction holds a conflicting row, both statements wait for it,
     as ON CONFLICT alone would.
+
+    With `many=False` (one row) the ON CONFLICT form runs at once: one pre-check costs
+    less than a savepoint, and a transaction that handles events one at a time would
+    otherwise open one subtransaction per event (past 64, PostgreSQL's snapshots slow
+    down for every session).
     """
+    if not many:
+        with connection.cursor() as cursor:
+            cursor.execute(f"{insert_sql} {conflict_clause}", params)
+            return cursor.fetchall() if cursor.description else []
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(insert_sql, params)

@@ -60,11 +60,12 @@ class ConsumerRunner:
       transaction; offsets are committed only after that transaction (and after the
       broker acknowledged any retry or dead-letter message it caused). A redelivered
       event finds its inbox row and changes nothing.
-    - Batches: a consumed batch runs in one transaction with one inbox insert and no
-      savepoints. At the first failure it is rolled back and split there: the events
-      before it run again, the failed one is retried or dead-lettered on its own, so
-      every event keeps its own outcome and each failure is seen once. Handlers run
-      again after such a rollback: their database effects happen once, but anything
+    - Batches: a consumed batch runs in one transaction with one inbox insert and a
+      savepoint per multi-row insert (events.bulk_insert), none per event. At the
+      first failure it is rolled back and split there: the events before it run
+      again, the failed one is retried or dead-lettered on its own, so every event
+      keeps its own outcome and each failure is seen once. Handlers run again after
+      such a rollback: their database effects happen once, but anything
       they do outside the database must tolerate repeats (as with any redelivery).
     - Order: a partition's events are handled in offset order. With RetryMode.TOPIC a
       failed event moves to a retry topic and later events go on (per-key order is
@@ -280,6 +281,7 @@ class ConsumerRunner:
         attempt = 1
         if RETRY_ATTEMPT in headers:
             attempt = _int(headers[RETRY_ATTEMPT]) or 1
+        # Shared by the units of this message: replaced (next_attempt), never changed.
         where = Coordinates(
             topic, partition, message.offset(), attempt, headers.get("trace_id")
         )

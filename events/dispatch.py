@@ -1,8 +1,8 @@
 """Running handlers on decoded events: inbox rows and handler effects in one transaction.
 
 Work comes as units (one event x one handler). `run_optimistically` runs a run of
-units in ONE transaction with ONE inbox insert for all of them and no savepoints, which
-is what makes a batch cheap; at the first failure it rolls everything back and says
+units in ONE transaction with ONE inbox insert for all of them and no savepoint per
+unit, which is what makes a batch cheap; at the first failure it rolls everything back and says
 which unit failed, so the caller re-runs the units before it and deals with the failed
 one alone. Every unit thus gets its own outcome, and a failure is seen exactly once.
 """
@@ -212,7 +212,10 @@ def _claim_inbox(units: list[Unit]) -> set[tuple[uuid.UUID, str]] | None:
         for unit in units
     ]
     inserted = insert_skipping_present(
-        INBOX_INSERT_SQL, INBOX_SKIP_PRESENT, [orjson.dumps(rows).decode()]
+        INBOX_INSERT_SQL,
+        INBOX_SKIP_PRESENT,
+        [orjson.dumps(rows).decode()],
+        many=len(rows) > 1,
     )
     if inserted is None:
         return None

@@ -18,8 +18,8 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import msgspec
-import uuid6
 from django.utils import timezone
+from uuid_utils.compat import uuid7
 
 _REGISTRY: dict[tuple[str, int], type[Event]] = {}
 
@@ -103,10 +103,12 @@ def new_event_id() -> uuid.UUID:
     Random (v4) ids land on random pages of every index that holds them (the outbox's,
     each handler's inbox rows, effects keyed by event): at consumer rates those pages
     no longer fit in memory and each insert waits for a read. v7 ids grow with time, so
-    the inserts go to the right edge of the indexes. A plain uuid.UUID, not uuid6's
-    subclass, so that orjson and equality treat it like any other id.
+    the inserts go to the right edge of the indexes. uuid_utils keeps ids made in the
+    same millisecond in order with a counter (uuid6's uuid7 instead adds a millisecond
+    per id, so under load its timestamps run ahead of the clock) and returns a plain
+    uuid.UUID, which orjson and equality treat like any other id.
     """
-    return uuid.UUID(int=uuid6.uuid7().int)
+    return uuid7()
 
 
 def new_envelope(event: Event) -> tuple[uuid.UUID, dict[str, Any]]:
@@ -143,8 +145,10 @@ def decode(value: bytes | None) -> Envelope:
         wire = _ENVELOPE_DECODER.decode(value)
     except msgspec.ValidationError as exc:
         raise PoisonMessage(f"bad envelope: {exc}") from exc
-    except msgspec.DecodeError as exc:  # also raised for invalid UTF-8
+    except msgspec.DecodeError as exc:
         raise PoisonMessage(f"value is not JSON: {exc}") from exc
+    except UnicodeDecodeError as exc:  # msgspec decodes strings as strict UTF-8
+        raise PoisonMessage(f"value is not UTF-8: {exc}") from exc
     cls = _REGISTRY.get((wire.type, wire.version))
     if cls is None:
         raise PoisonMessage(
@@ -152,7 +156,7 @@ def decode(value: bytes | None) -> Envelope:
         )
     try:
         event = _data_decoder(cls).decode(wire.data)
-    except msgspec.ValidationError as exc:
+    except (msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise PoisonMessage(f"{cls.event_type} data is invalid: {exc}") from exc
     # Positional: a consumer builds one per message, and keywords cost more.
     return Envelope(

@@ -379,7 +379,12 @@ def notification_create_many(*, notifications: list[NewNotification]) -> int:
             for n in notifications
         ]
     ).decode()
-    insert_skipping_present(NOTIFICATION_INSERT_SQL, NOTIFICATION_SKIP_PRESENT, [rows])
+    insert_skipping_present(
+        NOTIFICATION_INSERT_SQL,
+        NOTIFICATION_SKIP_PRESENT,
+        [rows],
+        many=len(notifications) > 1,
+    )
     return len(notifications)
 
 

@@ -57,3 +57,10 @@ def test_other_integrity_errors_are_raised_not_skipped() -> None:
     assert not InboxEntry.objects.exists()
     with connection.cursor() as cursor:  # the connection is still usable
         cursor.execute("SELECT 1")
+
+
+def test_one_row_goes_straight_to_the_skipping_form() -> None:
+    [one] = _ids(1)
+    assert insert_skipping_present(INSERT, SKIP, ["h", [one]], many=False) == [(one,)]
+    assert insert_skipping_present(INSERT, SKIP, ["h", [one]], many=False) == []
+    assert InboxEntry.objects.filter(event_id=one).count() == 1

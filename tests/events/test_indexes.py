@@ -23,7 +23,3 @@ def test_notifications_have_no_user_index_beside_the_unique_one_that_starts_with
     indexes = _indexes("reservations_notification")
     assert ("user_id",) not in indexes
     assert ("user_id", "kind", "event_id") in indexes
-
-
-def test_the_inbox_finds_old_rows_by_a_brin_index() -> None:
-    assert _indexes("events_inboxentry")[("processed_at",)] == "brin"

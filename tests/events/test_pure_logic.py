@@ -147,3 +147,24 @@ def test_fields_a_consumer_does_not_know_yet_are_ignored_and_defaults_apply() ->
 def test_a_bad_envelope_says_what_is_wrong(value: bytes, reason: str) -> None:
     with pytest.raises(PoisonMessage, match=reason):
         decode(value)
+
+
+@pytest.mark.parametrize("where", ["envelope", "data"])
+def test_invalid_utf8_inside_a_string_is_poison_not_a_crash(where: str) -> None:
+    # msgspec decodes strings as strict UTF-8 and raises UnicodeDecodeError, which
+    # would have escaped the runner and stopped it at the same message on every start.
+    if where == "envelope":
+        value = _ping_envelope({"ping_id": "p"}, aggregate_type="K")
+    else:
+        value = _ping_envelope({"ping_id": "K"})
+    with pytest.raises(PoisonMessage):
+        decode(value.replace(b'"K"', b'"K\xfc"'))
+
+
+def test_event_ids_made_in_a_burst_keep_their_time_near_the_clock() -> None:
+    # A generator that adds a millisecond per id in the same millisecond (uuid6's)
+    # puts a burst's timestamps seconds into the future.
+    ids = [new_event_id() for _ in range(20_000)]
+    assert ids == sorted(ids)
+    newest_ms = ids[-1].int >> 80
+    assert abs(newest_ms - time.time() * 1000) < 1000
