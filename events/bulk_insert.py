@@ -38,17 +38,14 @@ def insert_skipping_present(
     otherwise open one subtransaction per event (past 64, PostgreSQL's snapshots slow
     down for every session).
     """
-    if not many:
-        with connection.cursor() as cursor:
-            cursor.execute(f"{insert_sql} {conflict_clause}", params)
-            return cursor.fetchall() if cursor.description else []
-    try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(insert_sql, params)
-        return None
-    except IntegrityError as exc:
-        if not isinstance(exc.__cause__, pg_errors.UniqueViolation):
-            raise
+    if many:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(insert_sql, params)
+            return None
+        except IntegrityError as exc:
+            if not isinstance(exc.__cause__, pg_errors.UniqueViolation):
+                raise
     with connection.cursor() as cursor:
         cursor.execute(f"{insert_sql} {conflict_clause}", params)
         return cursor.fetchall() if cursor.description else []

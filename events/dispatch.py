@@ -2,9 +2,9 @@
 
 Work comes as units (one event x one handler). `run_optimistically` runs a run of
 units in ONE transaction with ONE inbox insert for all of them and no savepoint per
-unit, which is what makes a batch cheap; at the first failure it rolls everything back and says
-which unit failed, so the caller re-runs the units before it and deals with the failed
-one alone. Every unit thus gets its own outcome, and a failure is seen exactly once.
+unit, which is what makes a batch cheap; at the first failure it rolls everything back
+and says which unit failed, so the caller re-runs the units before it and deals with
+the failed one alone. Every unit thus gets its own outcome, and a failure is seen exactly once.
 """
 
 from __future__ import annotations
