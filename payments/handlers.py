@@ -7,6 +7,7 @@ from events.registry import handler
 from events.types import PoisonMessage
 from payments.events import PaymentCompleted
 from reservations.errors import InvalidState, NotFound
+from reservations.models import NotificationKind
 from reservations.services import notification_create, reservation_confirm
 
 
@@ -21,7 +22,7 @@ def confirm_and_issue_ticket(event: PaymentCompleted) -> None:
         ) from exc
     notification_create(
         user_id=event.user_id,
-        kind="ticket_issued",
+        kind=NotificationKind.TICKET_ISSUED,
         message=f"Payment received; your ticket is {ticket.code}.",
         event_id=current_event_id(),
     )

@@ -19,6 +19,7 @@ from reservations.events import (
     SeatHoldExpired,
     SeatReserved,
 )
+from reservations.models import NotificationKind
 from reservations.services import (
     NewNotification,
     notification_create_many,
@@ -38,7 +39,7 @@ def complete_reservation(event: SeatReserved) -> None:
 
 
 def _notify_all(
-    envelopes: list[Envelope], kind: str, message: Callable[[Any], str]
+    envelopes: list[Envelope], kind: NotificationKind, message: Callable[[Any], str]
 ) -> None:
     notification_create_many(
         notifications=[
@@ -57,7 +58,7 @@ def _notify_all(
 def notify_reservation_created(envelopes: list[Envelope]) -> None:
     _notify_all(
         envelopes,
-        "reservation_created",
+        NotificationKind.RESERVATION_CREATED,
         lambda e: f"Seat {e.seat_number} is held for you until {e.hold_expires_at}.",
     )
 
@@ -66,7 +67,7 @@ def notify_reservation_created(envelopes: list[Envelope]) -> None:
 def notify_reservation_cancelled(envelopes: list[Envelope]) -> None:
     _notify_all(
         envelopes,
-        "reservation_cancelled",
+        NotificationKind.RESERVATION_CANCELLED,
         lambda e: f"Reservation {e.reservation_id} was cancelled.",
     )
 
@@ -75,7 +76,7 @@ def notify_reservation_cancelled(envelopes: list[Envelope]) -> None:
 def notify_hold_expired(envelopes: list[Envelope]) -> None:
     _notify_all(
         envelopes,
-        "hold_expired",
+        NotificationKind.HOLD_EXPIRED,
         lambda e: (
             f"Your hold on reservation {e.reservation_id} expired; "
             "the seat is free again."

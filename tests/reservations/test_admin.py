@@ -13,6 +13,7 @@ from reservations.models import (
     Concert,
     IdempotencyRecord,
     Notification,
+    NotificationKind,
     Performance,
     Reservation,
     Seat,
@@ -46,7 +47,9 @@ def admin_client_with_data(django_user_model, user, seat) -> Client:
     reservation = reservation_create(user=user, seat_id=seat.pk)
     payment_process(user=user, reservation_id=reservation.pk)
     reservation_confirm(reservation_id=reservation.pk)
-    notification_create(user_id=user.pk, kind="payment_completed", message="Paid")
+    notification_create(
+        user_id=user.pk, kind=NotificationKind.TICKET_ISSUED, message="Paid"
+    )
     IdempotencyRecord.objects.create(
         user=user, scope="reservation-create", key="k", fingerprint="f"
     )

@@ -8,7 +8,12 @@ import pytest
 from django.utils import timezone
 
 from reservations.errors import InvalidState, NotFound
-from reservations.models import Notification, ReservationStatus, Ticket
+from reservations.models import (
+    Notification,
+    NotificationKind,
+    ReservationStatus,
+    Ticket,
+)
 from reservations.services import (
     notification_create,
     reservation_cancel,
@@ -123,11 +128,14 @@ def test_notification_with_an_event_id_is_created_once(user):
     event_id = uuid.uuid4()
 
     first = notification_create(
-        user_id=user.pk, kind="payment_completed", message="Paid.", event_id=event_id
+        user_id=user.pk,
+        kind=NotificationKind.TICKET_ISSUED,
+        message="Paid.",
+        event_id=event_id,
     )
     second = notification_create(
         user_id=user.pk,
-        kind="payment_completed",
+        kind=NotificationKind.TICKET_ISSUED,
         message="Paid.",
         event_id=str(event_id),
     )
@@ -139,8 +147,8 @@ def test_notification_with_an_event_id_is_created_once(user):
 def test_one_event_may_notify_different_kinds(user):
     event_id = uuid.uuid4()
 
-    notification_create(user_id=user.pk, kind="a", message="A", event_id=event_id)
-    notification_create(user_id=user.pk, kind="b", message="B", event_id=event_id)
+    for kind in (NotificationKind.RESERVATION_CREATED, NotificationKind.HOLD_EXPIRED):
+        notification_create(user_id=user.pk, kind=kind, message="A", event_id=event_id)
 
     assert Notification.objects.filter(user=user).count() == 2
 
