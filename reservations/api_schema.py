@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
-from reservations.idempotency import IDEMPOTENCY_HEADER
+from reservations.idempotency import IDEMPOTENCY_HEADER, KEY_PATTERN, MAX_KEY_LENGTH
 
 
 class ErrorBodySerializer(serializers.Serializer):
@@ -53,12 +52,19 @@ WRITE_ERRORS = (400, 401, 403, 404, 409, 422, 429)
 
 IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
     name=IDEMPOTENCY_HEADER,
-    type=OpenApiTypes.STR,
+    # The same pattern the view validates with (reservations.idempotency).
+    type={
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "pattern": KEY_PATTERN,
+    },
     location=OpenApiParameter.HEADER,
     required=False,
     description=(
-        "A unique key (1-255 characters) per intended operation. Repeating a request "
-        "with the same key returns the stored response without doing the work again; "
-        "reusing it with a different request returns 422."
+        f"A unique key (1-{MAX_KEY_LENGTH} visible ASCII characters or spaces) per "
+        "intended operation; any other key is a 400 invalid_idempotency_key. "
+        "Repeating a request with the same key returns the stored response without "
+        "doing the work again; reusing it with a different request returns 422."
     ),
 )

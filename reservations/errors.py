@@ -71,5 +71,6 @@ class IdempotencyKeyReused(ApplicationError):
 class InvalidIdempotencyKey(ApplicationError):
     code = "invalid_idempotency_key"
     default_message = (
-        "The Idempotency-Key header must be 1 to 255 printable characters."
+        "The Idempotency-Key header must be 1 to 255 visible ASCII characters or "
+        "spaces."
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -35,6 +36,14 @@ from reservations.models import IdempotencyRecord
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
+# The one rule for a key, which `_validate_key` applies and the OpenAPI parameter
+# publishes: 1 to 255 visible ASCII characters or spaces. HTTP header values are in
+# effect ASCII (RFC 9110 makes other bytes obsolete; WSGI hands them over as Latin-1),
+# so a key with any other character, a control character included, is refused rather
+# than stored in a form the client did not send. ECMA-262 syntax, which JSON Schema
+# uses, and Python's agree on it.
+KEY_PATTERN = rf"^[\x20-\x7E]{{1,{MAX_KEY_LENGTH}}}$"
+_KEY_RE = re.compile(KEY_PATTERN)
 # Invalid input never started the work: the client may fix it and reuse the key.
 UNSTORED_STATUSES = frozenset({400})
 
@@ -144,5 +153,9 @@ def request_fingerprint(request: Request) -> str:
 
 
 def _validate_key(key: str) -> None:
-    if not 0 < len(key) <= MAX_KEY_LENGTH or not key.isprintable():
-        raise InvalidIdempotencyKey(extra={"max_length": MAX_KEY_LENGTH})
+    """Refuse a key that does not match KEY_PATTERN (400 invalid_idempotency_key)."""
+    # fullmatch: `$` alone would also accept a key followed by a newline.
+    if _KEY_RE.fullmatch(key) is None:
+        raise InvalidIdempotencyKey(
+            extra={"max_length": MAX_KEY_LENGTH, "pattern": KEY_PATTERN}
+        )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
+from drf_spectacular.generators import SchemaGenerator
 
+from reservations.idempotency import KEY_PATTERN
 from reservations.models import IdempotencyRecord, Reservation
 from tests.reservations.helpers import outbox_types
 
@@ -109,13 +113,72 @@ def test_an_unexpected_error_stores_nothing(api, seat, monkeypatch):
     assert not IdempotencyRecord.objects.filter(key="boom").exists()
 
 
-@pytest.mark.parametrize("key", ["", "x" * 256, "bad\nkey"])
+INVALID_KEYS = [
+    "",
+    "x" * 256,
+    "bad\nkey",
+    "trailing-newline\n",
+    "tab\tkey",
+    "del\x7fkey",
+    "caf\u00e9",
+    "caf\u00c3\u00a9",  # UTF-8 "café" as WSGI hands it over (bytes read as Latin-1)
+]
+VALID_KEYS = [
+    "k",
+    "x" * 255,
+    "order 42 / attempt ~1",
+    "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}",
+]
+
+
+@pytest.fixture(scope="module")
+def key_parameter() -> dict:
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    operation = schema["paths"]["/api/reservations/create/"]["post"]
+    [parameter] = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
+    return parameter
+
+
+@pytest.mark.parametrize("key", INVALID_KEYS)
 def test_an_invalid_key_is_a_400(api, seat, key):
     response = post(api, CREATE_URL, {"seat_id": seat.pk}, key=key)
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_idempotency_key"
+    assert response.json()["error"]["details"]["pattern"] == KEY_PATTERN
     assert not Reservation.objects.exists()
+
+
+@pytest.mark.parametrize("key", VALID_KEYS)
+def test_a_valid_key_is_accepted_and_stored(api, seat, key):
+    response = post(api, CREATE_URL, {"seat_id": seat.pk}, key=key)
+
+    assert response.status_code == 201
+    assert IdempotencyRecord.objects.get().key == key
+
+
+def test_the_schema_publishes_the_key_rule(key_parameter):
+    assert key_parameter["in"] == "header"
+    assert key_parameter["schema"] == {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": r"^[\x20-\x7E]{1,255}$",
+    }
+
+
+@pytest.mark.parametrize("key", INVALID_KEYS + VALID_KEYS)
+def test_the_schema_pattern_accepts_exactly_the_keys_the_api_accepts(
+    key_parameter, key
+):
+    """ECMA-262 and Python read this pattern alike; fullmatch as a validator would."""
+    schema = key_parameter["schema"]
+    by_schema = (
+        re.fullmatch(schema["pattern"], key) is not None
+        and schema["minLength"] <= len(key) <= schema["maxLength"]
+    )
+
+    assert by_schema is (key in VALID_KEYS)
 
 
 def test_without_a_key_requests_are_not_deduplicated(api, seat):
