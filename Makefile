@@ -1,5 +1,5 @@
 # The two commands: `make run` (the whole system) and `make test` (the whole suite).
-.PHONY: install services stop migrate run test lint format bench
+.PHONY: install services stop migrate run dev test lint format bench
 
 VENV := .venv/bin
 
@@ -16,15 +16,17 @@ migrate: services
 	$(VENV)/python manage.py migrate --no-input -v 0
 	$(VENV)/python manage.py create_topics
 
+# The web under gunicorn (config/gunicorn.py) on 127.0.0.1:8000, as in production.
 run: migrate
 	$(VENV)/python manage.py seed_demo
-	@echo
-	@echo "  API        http://127.0.0.1:8000/api/        docs: http://127.0.0.1:8000/api/docs/"
-	@echo "  Admin      http://127.0.0.1:8000/admin/      (admin / admin)"
-	@echo "  Metrics    web /metrics, relay :9101, consumers :9102+, worker :9110; Kafka 127.0.0.1:9092"
-	@echo "  Logs       below; Kafka: .local/kafka/logs. Ctrl-C stops everything."
-	@echo
-	@bash infra/run.sh
+	@bash infra/banner.sh
+	@WEB_SERVER=gunicorn bash infra/run.sh
+
+# The same, with Django's development server (autoreload) instead of gunicorn.
+dev: migrate
+	$(VENV)/python manage.py seed_demo
+	@bash infra/banner.sh
+	@WEB_SERVER=dev bash infra/run.sh
 
 lint:
 	$(VENV)/ruff check .

@@ -16,6 +16,9 @@ def api_root(request: Request) -> Response:
         {
             "schema": reverse("schema", request=request),
             "docs": reverse("api-docs", request=request),
+            "redoc": reverse("redoc", request=request),
+            "token": reverse("auth-token", request=request),
+            "login": reverse("rest_framework:login", request=request),
             "admin": request.build_absolute_uri("/admin/"),
         }
     )

@@ -1,13 +1,33 @@
 """Gunicorn settings (`gunicorn -c config/gunicorn.py config.wsgi:application`).
 
+Sized for the machine: 2 workers per core, each with GUNICORN_THREADS threads (gthread,
+so a worker keeps many client connections open and a slow client holds no worker),
+and a listen backlog that takes a burst of connections instead of resetting them.
+Each worker's database pool gets one connection per thread unless
+DATABASE_POOL_MAX_SIZE says otherwise, so the web's share of PostgreSQL is
+workers x threads (the README's connection budget).
+
+Binds to 127.0.0.1 unless GUNICORN_BIND says otherwise: the container sets 0.0.0.0.
+
 With PROMETHEUS_MULTIPROC_DIR set, every worker writes its metrics there and /metrics
 aggregates them; a worker that exits is marked dead so its live gauges disappear.
 """
 
 import os
 
-bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("GUNICORN_WORKERS", str(2 * (os.cpu_count() or 1))))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+backlog = int(os.environ.get("GUNICORN_BACKLOG", "2048"))
+keepalive = 5
+timeout = 30
+graceful_timeout = 20
+# Access log off by default (the audit log records what matters); "-" for stderr.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+
+# Read by config.settings in each worker: a connection per thread, no more.
+os.environ.setdefault("DATABASE_POOL_MAX_SIZE", str(threads))
 
 
 def child_exit(_server: object, worker: object) -> None:

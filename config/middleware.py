@@ -1,18 +1,21 @@
-"""Request middleware: W3C trace context in, trace id through the request, out again."""
+"""Request middleware: W3C trace context in and out; API bodies over the size limit."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from config.error_views import is_api_request, json_response
 from events.tracing import (
     new_trace_id,
     reset_trace_id,
     set_trace_id,
     trace_id_from_traceparent,
 )
+from reservations.api_errors import error_body, request_too_large
 
 
 class TraceparentMiddleware:
@@ -35,3 +38,28 @@ class TraceparentMiddleware:
             reset_trace_id(token)
         response["traceparent"] = f"00-{trace_id}-{secrets.token_hex(8)}-01"
         return response
+
+
+class ApiRequestSizeMiddleware:
+    """Refuse an /api/ body over DATA_UPLOAD_MAX_MEMORY_SIZE with a JSON 413 before
+    anything reads it.
+
+    Django itself only notices when something reads `request.body` or `POST`, and then
+    answers an HTML 400; a client that sent too much should learn the limit instead.
+    Bodies without a Content-Length (chunked) are caught where they are read
+    (config.error_views.bad_request, reservations.api_errors).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None and is_api_request(request):
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            if length > limit:
+                return json_response(error_body(**request_too_large()), status=413)
+        return self.get_response(request)

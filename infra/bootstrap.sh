@@ -40,4 +40,7 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   echo "$want" > "$stamp"
 fi
 
+# WhiteNoise serves STATIC_ROOT as well as the finders; it warns when it is missing.
+mkdir -p .local/static
+
 bash infra/kafka/kafka.sh install

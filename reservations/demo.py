@@ -13,6 +13,7 @@ from datetime import datetime, time, timedelta
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from reservations.models import Concert, Performance, Seat, SeatGrade
 
@@ -34,6 +35,8 @@ ADMIN = ("admin", "admin")
 class SeedReport:
     created: list[str] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
+    # Demo username -> API token, for `Authorization: Token <key>`.
+    tokens: dict[str, str] = field(default_factory=dict)
 
     def note(self, created: bool, what: str) -> None:
         (self.created if created else self.existing).append(what)
@@ -89,6 +92,8 @@ def demo_seed(*, now: datetime | None = None) -> SeedReport:
             user.set_password(DEMO_PASSWORD)
             user.save(update_fields=["password"])
         report.note(created, f"user {username!r} (password {DEMO_PASSWORD!r})")
+        token, _ = Token.objects.get_or_create(user=user)
+        report.tokens[username] = token.key
         if not Wallet.objects.filter(user=user).exists():
             wallet_charge(user=user, amount=balance)
             report.note(True, f"wallet of {username!r} with {balance} points")

@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "events",
     "reservations",
     "payments",
@@ -38,6 +39,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "config.middleware.TraceparentMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "config.middleware.ApiRequestSizeMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -47,6 +50,11 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "config.urls"
+# Under /api/ a CSRF failure answers in the API's JSON error shape.
+CSRF_FAILURE_VIEW = "config.error_views.csrf_failure"
+# Where the browsable API's login sends a user, and logout too.
+LOGIN_REDIRECT_URL = "/api/"
+LOGOUT_REDIRECT_URL = "/api/"
 WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [
@@ -71,8 +79,37 @@ DATABASES = {
         default="postgres://reservations:reservations@127.0.0.1:5432/reservations",
     )
 }
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Every process holds at most DATABASE_POOL_MAX_SIZE connections (psycopg's pool), so
+# web workers, relay, consumers and Celery together stay under max_connections (the
+# budget is in the README). A request that finds the pool empty waits
+# DATABASE_POOL_TIMEOUT seconds, then gets a 503 with Retry-After (config.error_views).
+# 0 turns the pool off: one connection per thread, kept for CONN_MAX_AGE seconds.
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=4)
+DATABASE_POOL_TIMEOUT = env.float("DATABASE_POOL_TIMEOUT", default=2.0)
+
+
+def configure_database_pool(database: dict, *, max_size: int, timeout: float) -> None:
+    """Give `database` a bounded psycopg pool, or none (and persistent connections)."""
+    options = database.setdefault("OPTIONS", {})
+    if max_size > 0:
+        database["CONN_MAX_AGE"] = 0  # the pool keeps the connections instead
+        options["pool"] = {"min_size": 1, "max_size": max_size, "timeout": timeout}
+    else:
+        options.pop("pool", None)
+        database["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+
+
+configure_database_pool(
+    DATABASES["default"],
+    max_size=DATABASE_POOL_MAX_SIZE,
+    timeout=DATABASE_POOL_TIMEOUT,
+)
+# Seconds a client is told to wait (Retry-After) when the database is unreachable or
+# the pool is exhausted.
+DATABASE_UNAVAILABLE_RETRY_AFTER = env.int(
+    "DATABASE_UNAVAILABLE_RETRY_AFTER", default=1
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -86,11 +123,15 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / ".local" / "static"
+# WhiteNoise serves the admin's and the API docs' files from the process itself. With
+# finders it needs no collectstatic (make run, tests); the image collects them and
+# turns this off.
+WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
 
 REST_FRAMEWORK = {
     # Token first, so an anonymous API call gets 401 with a WWW-Authenticate header.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "config.authentication.TokenOrBearerAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "EXCEPTION_HANDLER": "reservations.api_errors.api_exception_handler",
@@ -100,6 +141,8 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_RATES": {
         "writes": env.str("API_WRITE_THROTTLE_RATE", default="120/min"),
+        # POST /api/auth/token/, per client address: slows down password guessing.
+        "auth": env.str("API_AUTH_THROTTLE_RATE", default="20/min"),
     },
 }
 
@@ -109,6 +152,10 @@ SPECTACULAR_SETTINGS = {
     "through a transactional outbox.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and ReDoc from drf-spectacular-sidecar's static files, not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # How long a reserved seat stays HELD before the hold expires and frees it.

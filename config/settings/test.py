@@ -3,7 +3,7 @@
 import uuid
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import env
+from config.settings.base import DATABASES, configure_database_pool, env
 
 KAFKA_TOPIC_PREFIX = env.str(
     "KAFKA_TOPIC_PREFIX", default=f"test-{uuid.uuid4().hex[:8]}-"
@@ -21,4 +21,13 @@ INSTALLED_APPS = [*INSTALLED_APPS, "tests.effects"]  # noqa: F405
 # tests start and never read; tests that check audit lines raise the level themselves.
 LOGGING["loggers"]["events.audit"]["level"] = env.str(  # noqa: F405
     "EVENTS_AUDIT_LOG_LEVEL", default="WARNING"
+)
+
+# In-process tests run many threads against one database (concurrency tests, the live
+# server); the pool's bound would make them wait. Servers that tests start set it.
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=0)
+configure_database_pool(
+    DATABASES["default"],
+    max_size=DATABASE_POOL_MAX_SIZE,
+    timeout=env.float("DATABASE_POOL_TIMEOUT", default=2.0),
 )
