@@ -68,7 +68,7 @@ class PaymentListApi(ListAPIView):
         tags=["payments"],
         responses={
             200: PaymentSerializer(many=True),
-            **error_responses(*AUTH_ERRORS, 404),
+            **error_responses(400, *AUTH_ERRORS, 404),
         },
     )
     def get(self, request: Request) -> Response:
@@ -149,7 +149,7 @@ class WalletTransactionListApi(ListAPIView):
         tags=["wallet"],
         responses={
             200: OutputSerializer(many=True),
-            **error_responses(*AUTH_ERRORS, 404),
+            **error_responses(400, *AUTH_ERRORS, 404),
         },
     )
     def get(self, request: Request) -> Response:

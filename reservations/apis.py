@@ -90,7 +90,7 @@ class ConcertListApi(ListAPIView):
     @extend_schema(
         operation_id="concert_list",
         tags=["catalog"],
-        responses={200: ConcertSerializer(many=True), **error_responses(404)},
+        responses={200: ConcertSerializer(many=True), **error_responses(400, 404)},
     )
     def get(self, request: Request) -> Response:
         return super().get(request)
@@ -205,7 +205,7 @@ class ReservationListApi(ListAPIView):
         tags=["reservations"],
         responses={
             200: ReservationSerializer(many=True),
-            **error_responses(*AUTH_ERRORS, 404),
+            **error_responses(400, *AUTH_ERRORS, 404),
         },
     )
     def get(self, request: Request) -> Response:
@@ -292,7 +292,7 @@ class NotificationListApi(ListAPIView):
         tags=["notifications"],
         responses={
             200: OutputSerializer(many=True),
-            **error_responses(*AUTH_ERRORS, 404),
+            **error_responses(400, *AUTH_ERRORS, 404),
         },
     )
     def get(self, request: Request) -> Response:
