@@ -4,14 +4,18 @@ A view method decorated with `@idempotent("scope")` runs once per (user, scope, 
 
 * The first request inserts an `IdempotencyRecord` and keeps it locked for the whole
   request, in the same transaction as the work it guards; the response (success or a
-  4xx error) is stored there before commit.
-* A concurrent duplicate's insert waits on the unique index until the first commits,
-  then finds the stored response and replays it: no second effect.
+  4xx error) is rendered and stored there before commit: status, Content-Type and
+  the exact body bytes.
+* A repeat, or a concurrent duplicate whose insert waited on the unique index until
+  the first committed, gets exactly those stored bytes and status back (with
+  `Idempotent-Replayed: true`): no second effect. Other headers a view sets are not
+  stored; today's views set none.
 * A repeat with a different method, path or body is refused (422).
 * A 400 (the input never reached the service) or an unexpected error (5xx) rolls the
   record back with the work, so a corrected or later retry runs.
 
-Requests without the header are not deduplicated.
+A key is 1 to 255 visible ASCII characters or spaces (KEY_PATTERN); any other is a 400
+invalid_idempotency_key. Requests without the header are not deduplicated.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.db import transaction
+from django.http import HttpResponse
+from django.http.response import HttpResponseBase
 from django.utils import timezone
-from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
-from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from reservations.errors import IdempotencyKeyReused, InvalidIdempotencyKey
@@ -47,7 +51,7 @@ _KEY_RE = re.compile(KEY_PATTERN)
 # Invalid input never started the work: the client may fix it and reuse the key.
 UNSTORED_STATUSES = frozenset({400})
 
-ViewMethod = TypeVar("ViewMethod", bound=Callable[..., Response])
+ViewMethod = TypeVar("ViewMethod", bound=Callable[..., HttpResponseBase])
 
 
 def idempotent(scope: str) -> Callable[[ViewMethod], ViewMethod]:
@@ -79,8 +83,8 @@ def _run_once(
     request: Request,
     scope: str,
     key: str,
-    call: Callable[[], Response],
-) -> Response:
+    call: Callable[[], HttpResponseBase],
+) -> HttpResponseBase:
     fingerprint = request_fingerprint(request)
     with transaction.atomic():
         record = idempotency_record_claim(
@@ -89,11 +93,7 @@ def _run_once(
         if record.fingerprint != fingerprint:
             raise IdempotencyKeyReused(extra={"idempotency_key": key})
         if record.response_status is not None:
-            return Response(
-                record.response_body,
-                status=record.response_status,
-                headers={REPLAYED_HEADER: "true"},
-            )
+            return idempotency_record_replay(record=record)
         try:
             with transaction.atomic():
                 response = call()
@@ -102,6 +102,13 @@ def _run_once(
         if response.status_code in UNSTORED_STATUSES or response.status_code >= 500:
             transaction.set_rollback(True)
             return response
+        # Render now, as dispatch would after we return (initial() has negotiated the
+        # renderer), so the bytes stored are the bytes sent. dispatch finalizes the
+        # response again: that only sets the same renderer and Allow once more (Vary
+        # was added, and taken off the view's headers, the first time), and Django does
+        # not render a rendered response twice.
+        response = view.finalize_response(request, response)
+        response.render()
         idempotency_record_complete(record=record, response=response)
         return response
 
@@ -129,17 +136,38 @@ def idempotency_record_claim(
 
 
 def idempotency_record_complete(
-    *, record: IdempotencyRecord, response: Response
+    *, record: IdempotencyRecord, response: HttpResponseBase
 ) -> None:
-    """Store the response that repeats of this key will get."""
+    """Store the rendered response that repeats of this key will get."""
     record.response_status = response.status_code
-    record.response_body = (
-        None
-        if response.data is None
-        else json.loads(JSONRenderer().render(response.data))
-    )
+    record.response_content = response.content
+    record.response_content_type = response.get("Content-Type", "")
     record.completed_at = timezone.now()
-    record.save(update_fields=["response_status", "response_body", "completed_at"])
+    record.save(
+        update_fields=[
+            "response_status",
+            "response_content",
+            "response_content_type",
+            "completed_at",
+        ]
+    )
+
+
+def idempotency_record_replay(*, record: IdempotencyRecord) -> HttpResponse:
+    """The stored response again: the same status, Content-Type and bytes.
+
+    A plain HttpResponse, so nothing renders it anew; it is the first response's
+    representation whatever the repeat's Accept header says.
+    """
+    response = HttpResponse(
+        bytes(record.response_content or b""),
+        status=record.response_status,
+        content_type=record.response_content_type or None,
+    )
+    if not record.response_content_type:
+        del response["Content-Type"]  # the first response had no body, so no type
+    response[REPLAYED_HEADER] = "true"
+    return response
 
 
 def request_fingerprint(request: Request) -> str:

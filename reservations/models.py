@@ -256,6 +256,10 @@ class IdempotencyRecord(models.Model):
     The unique (user, scope, key) row is inserted and locked in the request's
     transaction; a concurrent duplicate waits on it and then replays the stored
     response. `fingerprint` detects a key reused with a different request.
+
+    The response is kept as the bytes that were sent and their Content-Type, not as
+    JSON: a jsonb column reorders keys, so a replay would be the same data but not
+    the same response. `response_content_type` is empty for a response without a body.
     """
 
     user = models.ForeignKey(
@@ -267,7 +271,8 @@ class IdempotencyRecord(models.Model):
     key = models.CharField(max_length=255)
     fingerprint = models.CharField(max_length=64)
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    response_body = models.JSONField(null=True, blank=True)
+    response_content = models.BinaryField(null=True, blank=True)
+    response_content_type = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 

@@ -135,7 +135,7 @@ def test_a_repeated_charge_with_one_key_charges_once(api, user):
             CHARGE_URL, {"amount": 50}, format="json", HTTP_IDEMPOTENCY_KEY="top-up"
         )
 
-    assert response.data["balance"] == 50
+    assert response.json()["balance"] == 50
     assert Wallet.objects.get(user=user).balance == 50
 
 
