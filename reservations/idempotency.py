@@ -32,6 +32,7 @@ from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from django.utils import timezone
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from reservations.errors import IdempotencyKeyReused, InvalidIdempotencyKey
@@ -51,7 +52,7 @@ _KEY_RE = re.compile(KEY_PATTERN)
 # Invalid input never started the work: the client may fix it and reuse the key.
 UNSTORED_STATUSES = frozenset({400})
 
-ViewMethod = TypeVar("ViewMethod", bound=Callable[..., HttpResponseBase])
+ViewMethod = TypeVar("ViewMethod", bound=Callable[..., Response])
 
 
 def idempotent(scope: str) -> Callable[[ViewMethod], ViewMethod]:
@@ -83,7 +84,7 @@ def _run_once(
     request: Request,
     scope: str,
     key: str,
-    call: Callable[[], HttpResponseBase],
+    call: Callable[[], Response],
 ) -> HttpResponseBase:
     fingerprint = request_fingerprint(request)
     with transaction.atomic():
