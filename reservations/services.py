@@ -70,9 +70,19 @@ def reservation_create(
     """Hold an AVAILABLE seat for `user`; publish SeatReserved and ReservationCreated.
 
     The seat row lock serialises concurrent attempts on one seat: the first one finds
-    it AVAILABLE, the others find it HELD and get `SeatUnavailable`.
+    it AVAILABLE, the others find it HELD and get `SeatUnavailable`. A seat already
+    taken is refused before the lock, from a plain read: a burst for one seat would
+    otherwise queue every request on that row lock, one at a time, only to be refused.
     """
     now = now or timezone.now()
+    taken = (
+        Seat.objects.filter(pk=seat_id)
+        .exclude(status=SeatStatus.AVAILABLE)
+        .values_list("status", flat=True)
+        .first()
+    )
+    if taken is not None:
+        raise SeatUnavailable(extra={"seat_id": seat_id, "seat_status": taken})
     try:
         seat = (
             Seat.objects.select_for_update(of=("self",))

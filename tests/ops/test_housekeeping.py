@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -32,39 +27,10 @@ from events.tasks import (
 from reservations.models import Reservation, ReservationStatus, Seat, SeatStatus
 from reservations.services import reservation_create
 from reservations.tasks import expire_seat_holds
-from tests.conftest import ROOT, child_env
+from tests.celery_worker import running_worker
 from tests.effects.event_types import TestPinged
 from tests.reservations.factories import make_performance, make_user
 from tests.waiting import wait_until
-
-BROKER_URL = "redis://127.0.0.1:6379/5"
-
-
-@contextmanager
-def running_worker(*args: str, **extra_env: str) -> Iterator[str]:
-    """A real `celery worker` on this test's database, consuming a queue of its own;
-    yield the queue name."""
-    queue = f"test-{uuid.uuid4().hex[:8]}"
-    env = dict(child_env(), CELERY_BROKER_URL=BROKER_URL, **extra_env)
-    command = [sys.executable, "-m", "celery", "-A", "config", "worker"]
-    command += ["--queues", queue, "--loglevel", "INFO", *args]
-    command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
-    with tempfile.TemporaryFile() as log:
-        worker = subprocess.Popen(
-            command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-        )
-        previous = app.conf.broker_url
-        app.conf.broker_url = BROKER_URL
-        try:
-            yield queue
-        finally:
-            app.conf.broker_url = previous
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
 
 
 @pytest.fixture
