@@ -47,6 +47,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def quiet_httpx(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="httpx")
 
+
 CLIENTS = 500
 # Clients that also reserve and pay for a seat of their own.
 BUYERS = 200
