@@ -1,14 +1,24 @@
 import json
+from collections.abc import Callable
+from datetime import datetime
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseNotAllowed,
+)
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 
 from events.models import (
     DeadLetter,
@@ -17,7 +27,13 @@ from events.models import (
     OutboxEvent,
     PublishedEvent,
 )
-from events.requeue import dead_letter_discard, dead_letter_requeue, dead_letter_resolve
+from events.requeue import (
+    MAX_REPLAYS,
+    REQUEUEABLE,
+    dead_letter_discard,
+    dead_letter_requeue,
+    dead_letter_resolve,
+)
 
 
 class OutboxStateFilter(admin.SimpleListFilter):
@@ -141,25 +157,35 @@ class FailedAttemptAdmin(admin.ModelAdmin):
         return False
 
 
+def _time_field(name: str) -> Callable:
+    """A read-only detail field showing the datetime field `name` to the millisecond."""
+
+    @admin.display(description=DeadLetter._meta.get_field(name).verbose_name)
+    def show(self: admin.ModelAdmin, obj: DeadLetter) -> str:
+        return format_time(getattr(obj, name), precise=True)
+
+    return show
+
+
 class DeadLetterAdmin(admin.ModelAdmin):
     """Browse, inspect, requeue, resolve and discard stored dead letters.
 
-    Viewing needs the view permission; every requeue path (actions, the per-letter
-    page, "requeue everything matching") needs `events.requeue_deadletter` and answers
-    403 without it; resolve and discard need the change permission.
+    Viewing needs the view permission; every requeue path (actions, the buttons and
+    page of one letter, "requeue everything matching") needs
+    `events.requeue_deadletter` and answers 403 without it; resolve and discard (list
+    actions and detail buttons) need the change permission. Nothing is edited in
+    place: the detail page is read-only for everyone and refuses a form POST.
     """
 
     list_display = (
         "id",
-        "status",
-        "original_topic",
-        "event_type",
-        "event_id",
-        "key_text",
-        "error_class",
+        "status_badge",
+        "topic_and_type",
+        "key_short",
+        "error_summary",
         "attempts",
-        "replay_count",
-        "last_failed_at",
+        "replays",
+        "last_failure",
     )
     list_filter = (
         "original_topic",
@@ -176,37 +202,19 @@ class DeadLetterAdmin(admin.ModelAdmin):
         "discard_selected",
     )
     change_list_template = "admin/events/deadletter/change_list.html"
+    change_form_template = "admin/events/deadletter/change_form.html"
+    # Fields on one line share a row, so the first screen holds the whole summary.
     fieldsets = (
         (
             None,
             {
                 "fields": (
-                    "status",
-                    "status_changed_at",
-                    "event_id",
-                    "event_type",
-                    "key_text",
+                    ("status", "status_changed"),
+                    ("event_type", "event_id"),
+                    ("key_text", "consumer_group"),
                     "handler",
-                    "consumer_group",
-                    "attempts",
-                    "replay_count",
-                    "first_failed_at",
-                    "last_failed_at",
-                )
-            },
-        ),
-        (
-            "Where it failed",
-            {
-                "fields": (
-                    "original_topic",
-                    "original_partition",
-                    "original_offset",
-                    "original_timestamp",
-                    "dlq_topic",
-                    "dlq_partition",
-                    "dlq_offset",
-                    "stored_at",
+                    ("attempts", "replay_count"),
+                    ("first_failed", "last_failed"),
                 )
             },
         ),
@@ -215,6 +223,15 @@ class DeadLetterAdmin(admin.ModelAdmin):
             {"fields": ("error_class", "error_message", "traceback_pre")},
         ),
         ("Message", {"fields": ("payload_pre", "headers_pre")}),
+        (
+            "Where it failed",
+            {
+                "fields": (
+                    ("original_position", "original_time"),
+                    ("dlq_position", "stored"),
+                )
+            },
+        ),
         ("Timeline", {"fields": ("timeline",)}),
     )
 
@@ -235,6 +252,13 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list:
         return [
             *(f.name for f in DeadLetter._meta.fields),
+            "status_changed",
+            "first_failed",
+            "last_failed",
+            "original_time",
+            "stored",
+            "original_position",
+            "dlq_position",
             "traceback_pre",
             "payload_pre",
             "headers_pre",
@@ -257,6 +281,16 @@ class DeadLetterAdmin(admin.ModelAdmin):
                 "<int:pk>/requeue/",
                 wrap(self.requeue_one_view),
                 name="events_deadletter_requeue_one",
+            ),
+            path(
+                "<int:pk>/resolve/",
+                wrap(self.resolve_one_view),
+                name="events_deadletter_resolve_one",
+            ),
+            path(
+                "<int:pk>/discard/",
+                wrap(self.discard_one_view),
+                name="events_deadletter_discard_one",
             ),
             *super().get_urls(),
         ]
@@ -281,6 +315,10 @@ class DeadLetterAdmin(admin.ModelAdmin):
             by_topic.setdefault(row["original_topic"], {})[row["status"]] = row["n"]
         statuses = [s for s, _ in DeadLetter.Status.choices]
         context = {
+            "title": "Dead letters",
+            # The app menu on the left would leave the table 600 px at 1,280; the
+            # breadcrumbs lead to the same places.
+            "is_nav_sidebar_enabled": False,
             "dead_letter_counts": [
                 (topic, [per.get(s, 0) for s in statuses], sum(per.values()))
                 for topic, per in by_topic.items()
@@ -290,6 +328,44 @@ class DeadLetterAdmin(admin.ModelAdmin):
             **(extra_context or {}),
         }
         return super().changelist_view(request, extra_context=context)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
+        """Show one dead letter, with what may be done to it as buttons on top."""
+        # Every field is read-only; a POST would only write the row back as read,
+        # over whatever a requeue or resolve changed meanwhile.
+        if request.method == "POST":
+            return HttpResponseNotAllowed(["GET"])
+        context: dict = {
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+            "show_delete": False,
+        }
+        letter = self.get_object(request, unquote(object_id))
+        if letter is not None:
+            can_change = self.has_change_permission(request, letter)
+            context.update(
+                title=dead_letter_title(letter),
+                subtitle=None,
+                error_line=error_summary_text(letter, limit=200)[0],
+                can_requeue_this=self.has_requeue_permission(request)
+                and letter.status in REQUEUEABLE,
+                can_resolve_this=can_change
+                and letter.status != DeadLetter.Status.RESOLVED,
+                can_discard_this=can_change
+                and letter.status != DeadLetter.Status.DISCARDED,
+                replay_cap_reached=letter.replay_count >= MAX_REPLAYS,
+                max_replays=MAX_REPLAYS,
+            )
+        return super().change_view(
+            request, object_id, form_url, {**context, **(extra_context or {})}
+        )
 
     def requeue_matching_view(self, request: HttpRequest) -> HttpResponse:
         """Confirm (with the count), then requeue every dead letter the filter shows."""
@@ -336,7 +412,11 @@ class DeadLetterAdmin(admin.ModelAdmin):
         )
 
     def requeue_one_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        """Requeue one dead letter, optionally with an edited payload or as a dry run."""
+        """Requeue one dead letter, optionally with an edited payload or as a dry run.
+
+        An empty payload, or the pretty-printed original left as it is, sends the
+        stored bytes unchanged; anything else must be JSON and is sent instead.
+        """
         if not self.has_requeue_permission(request):
             raise PermissionDenied
         letter = get_object_or_404(DeadLetter, pk=pk)
@@ -370,14 +450,45 @@ class DeadLetterAdmin(admin.ModelAdmin):
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
-            "title": f"Requeue dead letter {letter.pk}",
+            "title": f"Requeue {dead_letter_title(letter, capitalize=False)}",
             "letter": letter,
+            "original_size": len(bytes(letter.value))
+            if letter.value is not None
+            else None,
             "payload": request.POST.get("payload", original),
             "error": error,
         }
         return TemplateResponse(
             request, "admin/events/deadletter/requeue_one.html", context
         )
+
+    def resolve_one_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Mark one dead letter resolved (the detail page's button); POST only."""
+        return self._set_status_view(request, pk, dead_letter_resolve, "resolved")
+
+    def discard_one_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Mark one dead letter discarded (the detail page's button); POST only."""
+        return self._set_status_view(request, pk, dead_letter_discard, "discarded")
+
+    def _set_status_view(
+        self, request: HttpRequest, pk: int, service: Callable, done: str
+    ) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        letter = get_object_or_404(DeadLetter, pk=pk)
+        if service(dead_letters=[letter], user=request.user):
+            self.message_user(
+                request, f"Dead letter {letter.pk} {done}.", messages.SUCCESS
+            )
+        else:
+            self.message_user(
+                request,
+                f"Dead letter {letter.pk} was {done} already; nothing changed.",
+                messages.WARNING,
+            )
+        return redirect(reverse("admin:events_deadletter_change", args=[letter.pk]))
 
     def _dry_run_page(self, request: HttpRequest, results: list) -> HttpResponse:
         rows = [
@@ -449,7 +560,72 @@ class DeadLetterAdmin(admin.ModelAdmin):
             if r.error:
                 self.message_user(request, r.describe(), messages.ERROR)
 
+    # -- list columns ---------------------------------------------------------------
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: DeadLetter) -> str:
+        return format_html(
+            '<span class="dl-status dl-status-{}">{}</span>',
+            obj.status,
+            obj.get_status_display(),
+        )
+
+    @admin.display(description="topic / event", ordering="original_topic")
+    def topic_and_type(self, obj: DeadLetter) -> str:
+        return format_html(
+            '{}<br><span class="dl-quiet">{}</span>',
+            obj.original_topic or "(unknown)",
+            obj.event_type or "undecodable",
+        )
+
+    @admin.display(description="key", ordering="key_text")
+    def key_short(self, obj: DeadLetter) -> str:
+        if not obj.key_text:
+            return "-"
+        return format_html(
+            '<span title="{}">{}</span>',
+            obj.key_text,
+            Truncator(obj.key_text).chars(24),
+        )
+
+    @admin.display(description="error")
+    def error_summary(self, obj: DeadLetter) -> str:
+        short, full = error_summary_text(obj)
+        return format_html('<span class="dl-error" title="{}">{}</span>', full, short)
+
+    @admin.display(description="replays", ordering="replay_count")
+    def replays(self, obj: DeadLetter) -> int:
+        return obj.replay_count
+
+    @admin.display(description="last failure", ordering="last_failed_at")
+    def last_failure(self, obj: DeadLetter) -> str:
+        if obj.last_failed_at is None:
+            return "-"
+        return format_html(
+            '<time datetime="{}" title="{}">{}</time>',
+            obj.last_failed_at.isoformat(),
+            format_time(obj.last_failed_at, precise=True),
+            format_time(obj.last_failed_at),
+        )
+
     # -- detail fields --------------------------------------------------------------
+
+    status_changed = _time_field("status_changed_at")
+    first_failed = _time_field("first_failed_at")
+    last_failed = _time_field("last_failed_at")
+    original_time = _time_field("original_timestamp")
+    stored = _time_field("stored_at")
+
+    @admin.display(description="original topic[partition]@offset")
+    def original_position(self, obj: DeadLetter) -> str:
+        return (
+            f"{obj.original_topic or '(unknown)'}"
+            f"[{_or_dash(obj.original_partition)}]@{_or_dash(obj.original_offset)}"
+        )
+
+    @admin.display(description="DLQ topic[partition]@offset")
+    def dlq_position(self, obj: DeadLetter) -> str:
+        return f"{obj.dlq_topic}[{obj.dlq_partition}]@{obj.dlq_offset}"
 
     @admin.display(description="traceback")
     def traceback_pre(self, obj: DeadLetter) -> str:
@@ -473,24 +649,44 @@ class DeadLetterAdmin(admin.ModelAdmin):
     @admin.display(description="timeline")
     def timeline(self, obj: DeadLetter) -> str:
         rows = dead_letter_timeline(obj)
-        links = ""
-        if obj.pk:
-            links = format_html(
-                '<p><a class="button" href="{}">Requeue (edit payload, dry run)…</a></p>',
-                reverse("admin:events_deadletter_requeue_one", args=[obj.pk]),
-            )
-        return links + format_html(
+        return format_html(
             "<table><thead><tr><th>when</th><th>what</th><th>detail</th></tr></thead>"
             "<tbody>{}</tbody></table>",
             format_html_join(
                 "",
                 "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
                 (
-                    (f"{when:%Y-%m-%d %H:%M:%S.%f}"[:-3], what, detail)
+                    (format_time(when, precise=True), what, detail)
                     for when, what, detail in rows
                 ),
             ),
         )
+
+
+def dead_letter_title(letter: DeadLetter, *, capitalize: bool = True) -> str:
+    """Name a dead letter for a page heading: its id, original topic and key."""
+    topic = letter.original_topic or "(unknown topic)"
+    name = f"dead letter {letter.pk}: {topic} / {letter.key_text or '(no key)'}"
+    return name[0].upper() + name[1:] if capitalize else name
+
+
+def error_summary_text(letter: DeadLetter, *, limit: int = 80) -> tuple[str, str]:
+    """Return (class short name: message cut to `limit`, the full class and message)."""
+    short_class = letter.error_class.rsplit(".", 1)[-1]
+    message = " ".join(letter.error_message.split())
+    short = ": ".join(p for p in (short_class, Truncator(message).chars(limit)) if p)
+    full = ": ".join(p for p in (letter.error_class, letter.error_message) if p)
+    return short or "-", full
+
+
+def format_time(value: datetime | None, *, precise: bool = False) -> str:
+    """Show a time to the second in the current time zone (to the ms, named, if precise)."""
+    if value is None:
+        return "-"
+    local = timezone.localtime(value)
+    if not precise:
+        return f"{local:%Y-%m-%d %H:%M:%S}"
+    return f"{local:%Y-%m-%d %H:%M:%S}.{local.microsecond // 1000:03d} {local:%Z}"
 
 
 def dead_letter_timeline(letter: DeadLetter) -> list[tuple]:
@@ -553,6 +749,10 @@ def dead_letter_timeline(letter: DeadLetter) -> list[tuple]:
     items = [item for item in items if item[0] is not None]
     items.sort(key=lambda item: item[0])
     return items
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
 
 
 def _pretty_bytes(value: object) -> str:

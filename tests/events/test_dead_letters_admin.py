@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+from datetime import UTC, datetime
 from unittest import mock
 
 import pytest
@@ -274,3 +276,234 @@ def test_cli_fails_loudly_when_the_broker_is_unreachable(
     assert f"dead letter {letter.pk}: failed" in out.getvalue()
     letter.refresh_from_db()
     assert letter.status == "new"
+
+
+# -- the detail page's buttons, the list's columns, the requeue form ----------------
+
+
+@pytest.fixture
+def operator(django_user_model):
+    """May do everything: look, requeue, resolve and discard."""
+    return staff(
+        django_user_model,
+        "operator",
+        "view_deadletter",
+        "change_deadletter",
+        "requeue_deadletter",
+    )
+
+
+def detail(client, letter: DeadLetter) -> str:
+    response = client.get(reverse("admin:events_deadletter_change", args=[letter.pk]))
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_detail_page_has_requeue_resolve_discard_buttons_above_the_fields(
+    client, operator, fresh_topics
+) -> None:
+    letter = make_dead_letter(fresh_topics, ping_envelope("buttons"), key="seat-7")
+    client.force_login(operator)
+    page = detail(client, letter)
+    first_fieldset = page.index("<fieldset")
+    for url_name, label in (
+        ("requeue_one", "Requeue"),
+        ("resolve_one", "Resolve"),
+        ("discard_one", "Discard"),
+    ):
+        url = reverse(f"admin:events_deadletter_{url_name}", args=[letter.pk])
+        form = page.index(f'<form method="post" action="{url}">')
+        assert form < first_fieldset, f"{label} is not above the fields"
+        assert page.index(f">{label}</button>", form) < first_fieldset
+    # The buttons are forms of their own, not nested in the change form.
+    assert page.index("</div>", page.index('id="dead-letter-actions"')) < page.index(
+        'id="deadletter_form"'
+    )
+    assert f"<h1>Dead letter {letter.pk}: {letter.original_topic} / seat-7</h1>" in page
+    assert "RuntimeError: boom" in page[:first_fieldset]
+
+
+def test_read_only_detail_page_has_no_save_buttons_or_change_wording(
+    client, operator, viewer, fresh_topics
+) -> None:
+    letter = make_dead_letter(fresh_topics, ping_envelope("read-only"))
+    for user in (operator, viewer):
+        client.force_login(user)
+        page = detail(client, letter)
+        assert 'name="_save"' not in page and 'name="_continue"' not in page
+        assert ">Save" not in page and 'value="Save' not in page
+        assert "Change dead letter" not in page
+        assert "Dead letter" in page.split("<title>")[1].split("</title>")[0]
+    page = client.get(reverse(CHANGELIST)).content.decode()
+    assert "to change" not in page and "<h1>Dead letters</h1>" in page
+
+
+def test_posting_the_read_only_detail_form_changes_nothing(
+    client, operator, fresh_topics
+) -> None:
+    letter = make_dead_letter(fresh_topics, ping_envelope("no-post"))
+    client.force_login(operator)
+    url = reverse("admin:events_deadletter_change", args=[letter.pk])
+    response = client.post(url, {"status": "resolved", "_save": "Save"})
+    assert response.status_code == 405
+    letter.refresh_from_db()
+    assert letter.status == "new" and not letter.actions.exists()
+
+
+def test_changelist_shows_status_topic_key_error_message_counts_and_seconds(
+    client, operator, fresh_topics
+) -> None:
+    letter = make_dead_letter(fresh_topics, ping_envelope("columns"), key="seat-99")
+    long_message = "reservation 48213 has no seat " + "x" * 200
+    failed_at = datetime(2026, 11, 25, 12, 34, 56, 789000, tzinfo=UTC)
+    DeadLetter.objects.filter(pk=letter.pk).update(
+        error_class="events.types.PoisonMessage",
+        error_message=long_message,
+        attempts=4,
+        replay_count=2,
+        last_failed_at=failed_at,
+    )
+    client.force_login(operator)
+    page = client.get(reverse(CHANGELIST)).content.decode()
+    headers = re.findall(
+        r'<div class="text">(?:<a href="[^"]*">|<span>)([^<]*)</(?:a|span)></div>', page
+    )
+    assert headers == [
+        "ID",
+        "Status",
+        "Topic / event",
+        "Key",
+        "Error",
+        "Attempts",
+        "Replays",
+        "Last failure",
+    ]
+    cell = re.search(r'<td class="field-error_summary">(.*?)</td>', page).group(1)
+    shown = re.search(r">(.*)</span>", cell).group(1)
+    assert shown.startswith("PoisonMessage: reservation 48213 has no seat xxx")
+    assert "events.types" not in shown and len(shown) <= len("PoisonMessage: ") + 80
+    assert f'title="events.types.PoisonMessage: {long_message}"' in cell
+    assert '<td class="field-attempts">4</td>' in page
+    assert '<td class="field-replays">2</td>' in page
+    assert ">2026-11-25 12:34:56</time>" in page
+    assert f">{letter.original_topic}<br>" in page
+    assert '<span class="dl-status dl-status-new">new</span>' in page
+    assert '<span title="seat-99">seat-99</span>' in page
+    # Detail times carry seconds (and milliseconds) too.
+    assert "2026-11-25 12:34:56.789 UTC" in detail(client, letter)
+
+
+@pytest.mark.parametrize(
+    ("button", "status", "kind"),
+    [
+        ("resolve_one", "resolved", "resolved"),
+        ("discard_one", "discarded", "discarded"),
+    ],
+)
+def test_detail_buttons_resolve_and_discard_and_record_who_did_it(
+    client, operator, fresh_topics, button, status, kind
+) -> None:
+    letter = make_dead_letter(fresh_topics, ping_envelope(button))
+    other = make_dead_letter(fresh_topics, ping_envelope("untouched"))
+    client.force_login(operator)
+    url = reverse(f"admin:events_deadletter_{button}", args=[letter.pk])
+    assert client.get(url).status_code == 405
+    response = client.post(url, follow=True)
+    assert response.redirect_chain[-1][0] == reverse(
+        "admin:events_deadletter_change", args=[letter.pk]
+    )
+    assert f"Dead letter {letter.pk} {status}." in response.content.decode()
+    letter.refresh_from_db()
+    other.refresh_from_db()
+    assert (letter.status, other.status) == (status, "new")
+    [action] = letter.actions.all()
+    assert (action.action, action.actor, action.user, action.from_status) == (
+        kind,
+        "operator",
+        operator,
+        "new",
+    )
+    page = detail(client, letter)
+    # Its own button is gone once done; the other status change is still offered.
+    assert f'action="{url}"' not in page
+    assert ">Requeue</button>" not in page, "resolved/discarded cannot be requeued"
+    again = client.post(url, follow=True).content.decode()
+    assert "nothing changed" in again and letter.actions.count() == 1
+
+
+def test_user_without_requeue_permission_gets_no_requeue_button_and_a_403(
+    client, viewer, fresh_topics
+) -> None:
+    letter = make_dead_letter(fresh_topics, ping_envelope("no-button"))
+    client.force_login(viewer)
+    page = detail(client, letter)
+    requeue_url = reverse("admin:events_deadletter_requeue_one", args=[letter.pk])
+    assert requeue_url not in page and ">Requeue</button>" not in page
+    assert ">Resolve</button>" in page and ">Discard</button>" in page
+    assert client.post(requeue_url, {"payload": ""}).status_code == 403
+    assert read_all(fresh_topics.topic("reservation")) == []
+    letter.refresh_from_db()
+    assert letter.status == "new" and not letter.actions.exists()
+
+
+def test_user_without_change_permission_gets_no_status_buttons_and_a_403(
+    client, requeuer, fresh_topics
+) -> None:
+    letter = make_dead_letter(fresh_topics, ping_envelope("no-change-button"))
+    client.force_login(requeuer)
+    page = detail(client, letter)
+    assert ">Requeue</button>" in page
+    assert ">Resolve</button>" not in page and ">Discard</button>" not in page
+    for button in ("resolve_one", "discard_one"):
+        url = reverse(f"admin:events_deadletter_{button}", args=[letter.pk])
+        assert client.post(url).status_code == 403
+    letter.refresh_from_db()
+    assert letter.status == "new" and not letter.actions.exists()
+
+
+def test_top_requeue_button_sends_the_original_bytes(
+    client, operator, fresh_topics
+) -> None:
+    letter = make_dead_letter(fresh_topics, ping_envelope("top-button"))
+    client.force_login(operator)
+    url = reverse("admin:events_deadletter_requeue_one", args=[letter.pk])
+    page = detail(client, letter)
+    form = page[page.index(f'action="{url}"') : page.index("</form>", page.index(url))]
+    fields = dict(
+        re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form)
+    )
+    assert fields.pop("csrfmiddlewaretoken") and fields == {"payload": ""}
+    response = client.post(url, fields, follow=True)
+    assert "Requeue: 1 sent." in response.content.decode()
+    [message] = read_all(fresh_topics.topic("reservation"), expected=1)
+    assert message.value() == bytes(letter.value)
+    assert [a.action for a in letter.actions.all()] == ["requeued"]
+
+
+def test_requeue_form_names_the_letter_and_says_what_an_empty_box_sends(
+    client, requeuer, fresh_topics
+) -> None:
+    letter = make_dead_letter(fresh_topics, ping_envelope("form"), key="seat-3")
+    undecodable = make_dead_letter(fresh_topics, ping_envelope("raw"), key="")
+    DeadLetter.objects.filter(pk=undecodable.pk).update(
+        value=b"\x00\x01not json",
+        payload=None,
+        event_id=None,
+        event_type="",
+    )
+    client.force_login(requeuer)
+
+    def form(row: DeadLetter) -> str:
+        url = reverse("admin:events_deadletter_requeue_one", args=[row.pk])
+        return client.get(url).content.decode()
+
+    page = form(letter)
+    topic = letter.original_topic
+    assert f"<h1>Requeue dead letter {letter.pk}: {topic} / seat-3</h1>" in page
+    size = len(bytes(letter.value))
+    assert f"Leave it empty, or as shown, to send the original {size} bytes" in page
+    page = form(undecodable)
+    assert f"<h1>Requeue dead letter {undecodable.pk}: {topic} / (no key)</h1>" in page
+    content = page.split('<div id="content"')[1]
+    assert "None" not in content and "( " not in content and "()" not in content
+    assert "Leave the box empty to send the original 10 bytes unchanged" in page
