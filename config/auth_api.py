@@ -41,6 +41,8 @@ class AuthTokenCreateApi(APIView):
     throttle_scope = "auth"
 
     class InputSerializer(AuthTokenSerializer):
+        token = None  # DRF's serializer also declares the output; ours is below
+
         class Meta:
             ref_name = "AuthTokenInput"
 

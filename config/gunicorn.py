@@ -21,6 +21,9 @@ worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 backlog = int(os.environ.get("GUNICORN_BACKLOG", "2048"))
 keepalive = 5
+# The longest request line gunicorn takes short of no limit; longer URLs get a 414
+# (config.api_docs documents it in the schema).
+limit_request_line = 8190
 timeout = 30
 graceful_timeout = 20
 # Access log off by default (the audit log records what matters); "-" for stderr.

@@ -6,12 +6,9 @@ below keep Django's other error pages for /api/ in the API's JSON shape.
 
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import (
-    SpectacularAPIView,
-    SpectacularRedocView,
-    SpectacularSwaggerView,
-)
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from config.api_docs import OfflineRedocView
 from config.api_root import api_root
 from config.auth_api import AuthTokenCreateApi
 from config.error_views import api_not_found
@@ -37,6 +34,6 @@ urlpatterns = [
     path(
         "api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"
     ),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("api/redoc/", OfflineRedocView.as_view(url_name="schema"), name="redoc"),
     re_path(r"^api/(?P<unmatched>.*)$", api_not_found),
 ]

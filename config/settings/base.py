@@ -152,10 +152,34 @@ SPECTACULAR_SETTINGS = {
     "through a transactional outbox.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.api_docs.document_front_door_errors",
+    ],
     # Swagger UI and ReDoc from drf-spectacular-sidecar's static files, not a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "tokenAuth": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "Authorization",
+                "description": "Send 'Authorization: Token <key>' (or 'Bearer "
+                "<key>'). Get the key from POST /api/auth/token/ with a username "
+                "and password.",
+            },
+            "cookieAuth": {
+                "type": "apiKey",
+                "in": "cookie",
+                "name": "sessionid",
+                "description": "A session from logging in at /api/auth/login/ (the "
+                "browsable API); writes need the csrftoken cookie's value in an "
+                "X-CSRFToken header.",
+            },
+        }
+    },
 }
 
 # How long a reserved seat stays HELD before the hold expires and frees it.
