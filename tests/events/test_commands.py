@@ -62,6 +62,20 @@ def test_run_consumers_rejects_fewer_than_one_consumer(option) -> None:
         call_command("run_consumers", option, "0")
 
 
+@pytest.mark.parametrize(
+    ("args", "needed"),
+    [(["--threads", "3"], 4), (["--threads", "4", "--no-dead-letters"], 4)],
+)
+def test_run_consumers_refuses_more_threads_than_its_database_pool_holds(
+    settings, args, needed
+) -> None:
+    settings.DATABASE_POOL_MAX_SIZE = 3
+    with pytest.raises(
+        CommandError, match=f"{needed} database connections are needed per process"
+    ):
+        call_command("run_consumers", *args)
+
+
 def test_commands_say_clearly_when_kafka_is_unreachable(settings) -> None:
     settings.KAFKA_BOOTSTRAP_SERVERS = "127.0.0.1:1"
     with pytest.raises(CommandError, match="cannot reach Kafka at 127.0.0.1:1"):

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from events import gc_tuning
@@ -71,6 +72,19 @@ class Command(BaseCommand):
             threads = conf.consumer_threads
         if threads < 1:
             raise CommandError("--threads must be at least 1")
+        # Each consumer thread holds a database connection, and so does the store's
+        # thread when it runs in this process: the pool must have room for all.
+        pool_size = settings.DATABASE_POOL_MAX_SIZE
+        in_process_store = options["dead_letters"] and options["concurrency"] == 1
+        connections_needed = threads + (1 if in_process_store else 0)
+        if pool_size > 0 and connections_needed > pool_size:
+            raise CommandError(
+                f"{connections_needed} database connections are needed per process "
+                f"({threads} consumer thread(s)"
+                f"{' and the dead-letter store' if in_process_store else ''}), but "
+                f"DATABASE_POOL_MAX_SIZE is {pool_size}: raise it, or run fewer "
+                "threads (see the README's connection budget)."
+            )
         streams = options["topics"] or [s for s in conf.streams if handlers_for(s)]
         unknown = [s for s in streams if s not in conf.streams]
         if unknown:
