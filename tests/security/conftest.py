@@ -1,0 +1,6 @@
+from tests.reservations.fixtures import (  # noqa: F401
+    fresh_throttle_counts,
+    performance,
+    seat,
+    user,
+)
