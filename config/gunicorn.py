@@ -20,7 +20,11 @@ workers = int(os.environ.get("GUNICORN_WORKERS", str(2 * (os.cpu_count() or 1)))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 backlog = int(os.environ.get("GUNICORN_BACKLOG", "2048"))
-keepalive = 5
+# Idle keep-alive connections are closed after this long. Longer than any client's or
+# proxy's own idle timeout (httpx and requests 5 s, most load balancers 60 s), so
+# the client always closes first: a server closing an idle connection races a
+# request sent on it, and the client sees a reset.
+keepalive = 75
 # The longest request line gunicorn takes short of no limit; longer URLs get a 414
 # (config.api_docs documents it in the schema).
 limit_request_line = 8190

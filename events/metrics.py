@@ -51,6 +51,10 @@ OUTBOX_PARKED_ROWS = Gauge(
 RELAY_IS_LEADER = Gauge(
     "outbox_relay_leader", "1 while this relay process holds the leader lock."
 )
+RELAY_RECONNECTS = Counter(
+    "outbox_relay_reconnects_total",
+    "Times the relay lost its database connection (and leadership) and reconnected.",
+)
 # Liveness: set on every loop iteration (also while a standby waits for the lock). A
 # health check compares it with the clock (python -m config.healthcheck).
 RELAY_HEARTBEAT = Gauge(

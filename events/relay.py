@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import threading
 import time
 from collections import deque
@@ -70,6 +71,20 @@ BACKLOG_SQL = """
 PARKED_SQL = "SELECT count(*) FROM events_outboxevent WHERE parked_at IS NOT NULL"
 # Batches produced but not yet recorded: enough to overlap the database with Kafka.
 MAX_IN_FLIGHT = 3
+
+
+# A relay's connection to PostgreSQL broke (a restart, a network cut, an admin
+# terminating it): psycopg raises these for the session, never for a bad statement.
+DATABASE_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+HEALTHY_SESSION_SECONDS = 30.0
+
+
+def reconnect_delay(failures: int, *, cap: float, base: float = 0.5) -> float:
+    """Seconds to wait before connecting again: doubling, capped, with full jitter,
+    so relays that lost the database together do not all come back at once."""
+    return random.uniform(base / 2, min(cap, base * 2 ** (failures - 1)))
 
 
 @dataclass(frozen=True)
@@ -187,6 +202,37 @@ class OutboxRelay:
         return self._stop.is_set()
 
     def run(self) -> None:
+        """Lead (or stand by) until stopped, through lost database connections.
+
+        A lost connection also lost the leader lock (a session lock), and a standby
+        may have taken it: the session ends, what is in flight is finished or purged
+        (its rows stay in the outbox, to be sent again), the producer is dropped so
+        none of its retries can follow a new leader's sends, and after a backoff with
+        jitter the relay connects again and competes for leadership from the start.
+        """
+        failures = 0
+        while not self.stopping:
+            started = time.monotonic()
+            try:
+                self._run_session()
+                return
+            except DATABASE_CONNECTION_ERRORS as exc:
+                # A session that ran a while starts the backoff over.
+                healthy = time.monotonic() - started > HEALTHY_SESSION_SECONDS
+                failures = 1 if healthy else failures + 1
+                delay = reconnect_delay(failures, cap=self.max_backoff)
+                metrics.RELAY_RECONNECTS.inc()
+                logger.warning(
+                    "database connection lost (%s: %s); leadership given up, "
+                    "connecting again in %.1f s",
+                    type(exc).__name__,
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+                    delay,
+                )
+                self._abandon_producer()
+                self._stop.wait(delay)
+
+    def _run_session(self) -> None:
         self._conn = database_connection()
         try:
             if not self._become_leader():
@@ -207,16 +253,32 @@ class OutboxRelay:
         self._discard_prefetch()
         if self._fetcher is not None:
             self._fetcher.shutdown(wait=True)
+            self._fetcher = None
         if self._producer is not None and self._in_flight:
             self._wait_for(lambda: all(b.complete for b in self._in_flight))
             self._hand_over_completed()
         if self._recorder is not None:
             self._recorder.drain()
             self._recorder.close()
+            self._recorder = None
         if self._conn is not None:
             self._conn.close()
+            self._conn = None
+        self._in_flight.clear()
         self.is_leader = False
         metrics.RELAY_IS_LEADER.set(0)
+
+    def _abandon_producer(self) -> None:
+        """Drop the producer after a lost session: nothing of it may outlive it.
+
+        `_close` already waited for every batch in flight; what may remain are
+        messages queued but not sent, whose rows are still in the outbox.
+        """
+        if self._producer is None:
+            return
+        self._producer.purge(in_queue=True, in_flight=False)
+        self._producer.flush(5.0)
+        self._producer = None
 
     def _become_leader(self) -> bool:
         assert self._conn is not None
@@ -323,7 +385,8 @@ class OutboxRelay:
 
     def _discard_prefetch(self) -> None:
         # Rows read ahead were not produced yet: forgetting them loses nothing, they
-        # are read again from the table. Waiting frees the connection for the caller.
+        # are read again from the table. Waiting frees the connection for the caller;
+        # a read that failed (the connection is gone) fails the caller's next use.
         if self._prefetch is not None:
             _, future = self._prefetch
             self._prefetch = None
