@@ -144,6 +144,11 @@ REST_FRAMEWORK = {
         # POST /api/auth/token/, per client address: slows down password guessing.
         "auth": env.str("API_AUTH_THROTTLE_RATE", default="20/min"),
     },
+    # How many proxies in front of the web append to X-Forwarded-For. The "auth"
+    # throttle counts per client address: with 0 that is REMOTE_ADDR and the header is
+    # ignored; left unset, DRF would take the whole header, which any client can vary
+    # to renew its budget of password guesses.
+    "NUM_PROXIES": env.int("API_NUM_PROXIES", default=0),
 }
 
 SPECTACULAR_SETTINGS = {
