@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 
 from events import audit, metrics
 from events.bulk_insert import insert_skipping_present
@@ -222,6 +222,20 @@ def _claim_inbox(units: list[Unit]) -> set[tuple[uuid.UUID, str]] | None:
     return {(event_id, handler) for event_id, handler in inserted}
 
 
+def connection_lost(exc: BaseException) -> bool:
+    """Whether `exc` is the database connection breaking under a handler.
+
+    That is not the event's failure: retrying it on a retry topic would put it behind
+    later events of its key, and a restart longer than the backoffs would dead-letter
+    good events. The error goes up instead; the runner consumes the batch again once
+    the database answers (see ConsumerRunner._process_batch).
+    """
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    raw = connection.connection
+    return raw is None or raw.closed or bool(getattr(raw, "broken", False))
+
+
 def _call(unit: Unit) -> BaseException | None:
     assert unit.envelope is not None and unit.spec is not None
     token = set_trace_id(unit.where.trace_id)
@@ -233,6 +247,8 @@ def _call(unit: Unit) -> BaseException | None:
         else:
             unit.spec.func(unit.envelope.event)
     except Exception as exc:  # noqa: BLE001 - every handler failure is classified
+        if connection_lost(exc):
+            raise
         logger.warning(
             "handler %s failed on %s %s (attempt %d): %s: %s",
             unit.spec.name,
@@ -259,6 +275,8 @@ def _call_batch(units: list[Unit]) -> BaseException | None:
     try:
         spec.func([unit.envelope for unit in units])
     except Exception as exc:  # noqa: BLE001 - retried one event at a time
+        if connection_lost(exc):
+            raise
         logger.warning(
             "batch handler %s failed on %d events (%s: %s); retrying them one by one",
             spec.name,

@@ -6,6 +6,8 @@ import os
 import time
 from collections import Counter
 
+from django.db import connection
+
 from events.conf import RetryPolicy
 from events.registry import RetryMode, handler
 from events.types import PoisonMessage
@@ -21,6 +23,11 @@ def _behave(event: TestPinged, handler_name: str) -> None:
         raise PoisonMessage(f"ping {event.ping_id} is unusable")
     if event.mode == "fail":
         raise RuntimeError(f"ping {event.ping_id} always fails")
+    if event.mode == "lose-db" and failures[event.ping_id] < event.fail_times:
+        # The database goes away under the handler (a restart, a cut connection).
+        failures[event.ping_id] += 1
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
     if event.mode == "flaky" and failures[event.ping_id] < event.fail_times:
         failures[event.ping_id] += 1
         raise ConnectionError(

@@ -75,6 +75,24 @@ def test_flaky_handler_is_processed_once_after_two_retries(fresh_topics) -> None
     assert effects("flaky") == 1
 
 
+def test_a_database_lost_under_a_handler_is_not_the_events_fault(fresh_topics) -> None:
+    """The batch is consumed again once the database is back: no retry topic (which
+    would put the event behind later ones of its key), no dead letter, one effect."""
+    ids = send_events(
+        TestPinged(ping_id="before", key_id="K"),
+        TestPinged(ping_id="cut", key_id="K", mode="lose-db", fail_times=2),
+        TestPinged(ping_id="after", key_id="K"),
+    )
+    with running_consumer():
+        wait_until(lambda: effects("after") == 1, timeout=30, what="all three handled")
+
+    assert [effects(p) for p in ("before", "cut", "after")] == [1, 1, 1]
+    assert not FailedAttempt.objects.exists()
+    handled = InboxEntry.objects.filter(event_id__in=ids).order_by("id")
+    assert [str(e.event_id) for e in handled] == ids
+    assert {e.topic for e in handled} == {fresh_topics.topic("reservation")}
+
+
 def test_failing_handler_dead_letters_once_with_every_header_and_others_flow(
     fresh_topics,
 ) -> None:
