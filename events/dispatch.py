@@ -13,6 +13,7 @@ import contextvars
 import logging
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,13 @@ INBOX_INSERT_SQL = """
 INBOX_SKIP_PRESENT = (
     "ON CONFLICT (event_id, handler) DO NOTHING RETURNING event_id, handler"
 )
+
+COUNT_ABSORBED_SQL = """
+    INSERT INTO events_inboxduplicatecount AS c (handler, day, count)
+    SELECT r.handler, current_date, r.count
+    FROM json_to_recordset(%s::json) AS r(handler text, count bigint)
+    ON CONFLICT (handler, day) DO UPDATE SET count = c.count + EXCLUDED.count
+"""
 
 # Exceptions no retry can fix: the event goes to the DLQ at once.
 POISON_EXCEPTIONS: tuple[type[BaseException], ...] = (PoisonMessage, ValidationError)
@@ -219,7 +227,20 @@ def _claim_inbox(units: list[Unit]) -> set[tuple[uuid.UUID, str]] | None:
     )
     if inserted is None:
         return None
-    return {(event_id, handler) for event_id, handler in inserted}
+    new = {(event_id, handler) for event_id, handler in inserted}
+    _count_absorbed(Counter(unit.handler_name for unit in units), new)
+    return new
+
+
+def _count_absorbed(claimed: Counter[str], new: set[tuple[uuid.UUID, str]]) -> None:
+    """Add the batch's skipped inbox rows to InboxDuplicateCount, in its transaction."""
+    for _, handler in new:
+        claimed[handler] -= 1
+    rows = [{"handler": h, "count": n} for h, n in claimed.items() if n > 0]
+    if not rows:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(COUNT_ABSORBED_SQL, [orjson.dumps(rows).decode()])
 
 
 def connection_lost(exc: BaseException) -> bool:

@@ -107,6 +107,29 @@ class InboxEntry(models.Model):
         return f"{self.handler} handled {self.event_id}"
 
 
+class InboxDuplicateCount(models.Model):
+    """How many redeliveries the inbox absorbed, per handler and day.
+
+    Written in the transaction that skipped them, so the count survives the process
+    (a killed consumer's in-memory counters do not) and is exact: a rolled-back run
+    counts nothing, its retry counts once.
+    """
+
+    handler = models.CharField(max_length=200)
+    day = models.DateField()
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["handler", "day"], name="inbox_duplicates_per_day"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.handler} absorbed {self.count} on {self.day}"
+
+
 class FailedAttempt(models.Model):
     """One failed run of a handler on an event, and what the runner did about it."""
 

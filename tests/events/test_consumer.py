@@ -12,7 +12,7 @@ import pytest
 
 from events import dead_letters as dl
 from events.kafka import TopicPartition, build_consumer
-from events.models import FailedAttempt, InboxEntry
+from events.models import FailedAttempt, InboxDuplicateCount, InboxEntry
 from tests.conftest import child_env
 from tests.effects.event_types import TestOrdered, TestPinged
 from tests.effects.models import Effect
@@ -54,6 +54,11 @@ def test_a_duplicate_delivery_has_one_effect(fresh_topics) -> None:
         )
     assert effects("dup") == 1
     assert InboxEntry.objects.filter(event_id=envelope["id"]).count() == 1
+    absorbed = InboxDuplicateCount.objects.get()
+    assert (absorbed.handler, absorbed.count) == (
+        "tests.effects.handlers.record_ping",
+        1,
+    )
 
 
 def test_flaky_handler_is_processed_once_after_two_retries(fresh_topics) -> None:
