@@ -10,14 +10,13 @@ import ast
 import json
 import os
 import re
-import secrets
-import string
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from django.core.management.utils import get_random_secret_key
 
 ROOT = Path(__file__).resolve().parents[2]
 # Read by config.settings.prod; the tests want its defaults unless they say otherwise.
@@ -37,8 +36,14 @@ PROD_VARIABLES = {
 
 
 def random_secret_key() -> str:
-    alphabet = string.ascii_letters + string.digits + string.punctuation
-    return "".join(secrets.choice(alphabet) for _ in range(50))
+    """50 random characters, as Django's own generator makes them.
+
+    Not starting with "$": django-environ reads such a value as the name of another
+    variable to take the value from.
+    """
+    while (key := get_random_secret_key()).startswith("$"):
+        pass
+    return key
 
 
 def run_prod(
