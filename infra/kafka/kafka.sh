@@ -24,7 +24,7 @@
 #
 # A local cluster: KAFKA_NODES=3 (KAFKA_HOME, KAFKA_PORT, KAFKA_CONTROLLER_PORT are ignored)
 #   KAFKA_NODES=3 infra/kafka/kafka.sh {install|start|stop|restart|status|bootstrap}
-#   KAFKA_NODES=3 infra/kafka/kafka.sh {node-start|node-stop|node-kill} N
+#   KAFKA_NODES=3 infra/kafka/kafka.sh {node-start|node-stop|node-kill} N [N...]
 #   start       format every node on its first start, start the nodes that are not
 #               running, wait until the controller quorum has a leader and all N
 #               brokers are registered and unfenced, print the bootstrap servers
@@ -32,10 +32,12 @@
 #   status      one line per node plus the quorum leader and the unfenced brokers;
 #               exit 0 only if every node runs and the cluster is complete
 #   bootstrap   print the bootstrap servers (nothing is started)
-#   node-start N  start node N and wait until it is an unfenced broker again (needs a
-#               quorum: at least one other node running)
-#   node-stop N   SIGTERM node N (controlled shutdown), wait, SIGKILL after 30 s
-#   node-kill N   SIGKILL node N at once: a crash, for chaos tests
+#   node-start N...  start those nodes and wait until they are unfenced brokers again
+#               (needs a quorum: a majority of the nodes running). After a crash the
+#               controller refuses the new incarnation (DUPLICATE_BROKER_REGISTRATION)
+#               until the old one's session expires: up to KAFKA_BROKER_SESSION_TIMEOUT_MS
+#   node-stop N...   SIGTERM those nodes (controlled shutdown), wait, SIGKILL after 30 s
+#   node-kill N...   SIGKILL those nodes at once: a crash, for chaos tests
 # Every node is a combined controller+broker, node.id N, home $KAFKA_CLUSTER_HOME/node-N
 # (data/, logs/, server.properties, kafka.pid); the jars are in $KAFKA_CLUSTER_HOME/lib.
 # Ports: broker of node N = KAFKA_CLUSTER_BASE_PORT + 2(N-1), its controller that + 1, so
@@ -597,10 +599,11 @@ prepare_cluster() {
   write_support_configs
 }
 
-# Wait until every node in $@ runs and the cluster is complete (or, with only=N, until
-# node N is an unfenced broker). Returns 1 with the logs shown if a node died or time ran out.
+# Wait until every node in $@ runs and answers, and then (first argument "cluster") the
+# cluster is complete or ("nodes") those nodes are unfenced brokers. Returns 1 with the
+# logs shown if a node died or time ran out.
 wait_for_nodes() {
-  local only="$1" i
+  local what="$1" i
   shift
   local deadline=$((SECONDS + KAFKA_START_TIMEOUT))
   while ((SECONDS < deadline)); do
@@ -616,10 +619,15 @@ wait_for_nodes() {
       port_open "$KAFKA_PORT" || waiting=1
     done
     if ((waiting == 0)); then
-      if [[ -z "$only" ]]; then
+      if [[ "$what" == cluster ]]; then
         cluster_complete && return 0
-      elif [[ " $(unfenced_brokers) " == *" $only "* ]]; then
-        return 0
+      else
+        local unfenced missing=0
+        unfenced=" $(unfenced_brokers) "
+        for i in "$@"; do
+          [[ "$unfenced" == *" $i "* ]] || missing=1
+        done
+        ((missing == 0)) && return 0
       fi
     fi
     sleep 1
@@ -677,7 +685,7 @@ cmd_cluster_start() {
     fi
   done
   # shellcheck disable=SC2046
-  if ! wait_for_nodes "" $(all_ids); then
+  if ! wait_for_nodes cluster $(all_ids); then
     ((${#started[@]} == 0)) || { say "stopping the nodes this start launched: ${started[*]}"; stop_nodes TERM "${started[@]}"; }
     exit 1
   fi
@@ -693,23 +701,31 @@ cmd_cluster_stop() {
 }
 
 cmd_node_start() {
-  check_node_arg "${1:-}"
+  local i
+  (($# > 0)) || check_node_arg ""
+  for i in "$@"; do check_node_arg "$i"; done
   take_lock
   prepare_cluster
-  select_node "$1"
-  if is_running; then
-    say "node $1 already running (pid $(read_pid))"
-  else
-    start_selected_node
-  fi
-  wait_for_nodes "$1" "$1" || exit 1
-  say "node $1 ready (pid $(read_pid)) after ${SECONDS}s"
+  for i in "$@"; do
+    select_node "$i"
+    if is_running; then
+      say "node $i already running (pid $(read_pid))"
+    else
+      start_selected_node
+    fi
+  done
+  wait_for_nodes nodes "$@" || exit 1
+  say "nodes $* ready (unfenced brokers) after ${SECONDS}s"
 }
 
+# $1 = TERM or KILL, then the node numbers.
 cmd_node_stop() {
-  check_node_arg "${1:-}"
+  local signal="$1" i
+  shift
+  (($# > 0)) || check_node_arg ""
+  for i in "$@"; do check_node_arg "$i"; done
   take_lock
-  stop_nodes "$2" "$1"
+  stop_nodes "$signal" "$@"
 }
 
 cmd_cluster_status() {
@@ -746,11 +762,11 @@ if ((KAFKA_NODES > 1)); then
     restart) cmd_cluster_stop; cmd_cluster_start ;;
     status) cmd_cluster_status ;;
     bootstrap) broker_servers; echo ;;
-    node-start) cmd_node_start "${2:-}" ;;
-    node-stop) cmd_node_stop "${2:-}" TERM ;;
-    node-kill) cmd_node_stop "${2:-}" KILL ;;
+    node-start) shift; cmd_node_start "$@" ;;
+    node-stop) shift; cmd_node_stop TERM "$@" ;;
+    node-kill) shift; cmd_node_stop KILL "$@" ;;
     *)
-      printf 'usage: KAFKA_NODES=%s %s {install|start|stop|restart|status|bootstrap|node-start N|node-stop N|node-kill N}\n' \
+      printf 'usage: KAFKA_NODES=%s %s {install|start|stop|restart|status|bootstrap|node-start N...|node-stop N...|node-kill N...}\n' \
         "$KAFKA_NODES" "$0" >&2
       exit 2
       ;;
