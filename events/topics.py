@@ -19,6 +19,20 @@ class TopicResult:
     created: bool
 
 
+def topic_config(replication_factor: int, retention_ms: int) -> dict[str, str]:
+    """Return the per-topic configs that `create_topics` sets.
+
+    With three or more replicas a write (acks=all) is acknowledged once two replicas
+    have it: one broker may fail without losing an acknowledged write or stopping
+    producers. Fewer replicas keep the broker's setting (1 on the single node): with
+    two, min.insync.replicas=2 would stop every write while one broker is down.
+    """
+    config = {"retention.ms": str(retention_ms)}
+    if replication_factor >= 3:
+        config["min.insync.replicas"] = "2"
+    return config
+
+
 def create_topics(
     names: list[str] | None = None, *, timeout: float = 30.0
 ) -> list[TopicResult]:
@@ -35,7 +49,7 @@ def create_topics(
             name,
             num_partitions=conf.partitions,
             replication_factor=conf.replication_factor,
-            config={"retention.ms": str(conf.retention_ms)},
+            config=topic_config(conf.replication_factor, conf.retention_ms),
         )
         for name in names
         if name not in existing
