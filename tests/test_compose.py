@@ -31,9 +31,56 @@ def settings_variables() -> set[str]:
     return names
 
 
+def services_of_profile(profile: str | None) -> set[str]:
+    """Services `docker compose up` starts: without a profile, or with `profile` only."""
+    return {
+        name
+        for name, service in compose()["services"].items()
+        if (
+            profile in service.get("profiles", [])
+            if profile
+            else "profiles" not in service
+        )
+    }
+
+
 def test_compose_has_every_service_of_the_system() -> None:
-    services = set(compose()["services"])
+    services = services_of_profile(None)
     assert services == APP_SERVICES | {"kafka", "postgres", "redis"} | OBSERVABILITY
+
+
+def test_cluster_profile_runs_three_durable_kraft_nodes() -> None:
+    services = compose()["services"]
+    nodes = ["kafka-1", "kafka-2", "kafka-3"]
+    assert services_of_profile("cluster") == set(nodes)
+    voters = "1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"
+    host_ports = set()
+    for number, name in enumerate(nodes, start=1):
+        node = services[name]
+        env = node["environment"]
+        assert node["image"] == services["kafka"]["image"]
+        assert env["KAFKA_NODE_ID"] == str(number)
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == voters
+        assert env["CLUSTER_ID"] == services["kafka-1"]["environment"]["CLUSTER_ID"]
+        assert f"PLAINTEXT://{name}:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        assert env["KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE"] == "false"
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2"
+        for key in (
+            "KAFKA_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS",
+            "KAFKA_GROUP_CONSUMER_MIN_HEARTBEAT_INTERVAL_MS",
+        ):
+            assert env[key] == services["kafka"]["environment"][key]
+        assert "healthcheck" in node
+        assert node["volumes"][0].split(":")[0] in compose()["volumes"]
+        host_ports |= {port.split(":")[0] for port in node["ports"]}
+    assert host_ports == {"29092", "29094", "29096"}
+    # The app services stay on the single broker unless pointed at the cluster.
+    assert compose()["x-app-env"]["KAFKA_REPLICATION_FACTOR"] == "1"
 
 
 def test_every_setting_variable_is_set_for_every_app_service() -> None:
