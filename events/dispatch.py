@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from django.core.exceptions import ValidationError
 from django.db import InterfaceError, OperationalError, connection, transaction
+from psycopg import errors as pg_errors
 
 from events import audit, metrics
 from events.bulk_insert import insert_skipping_present
@@ -44,6 +45,10 @@ INBOX_INSERT_SQL = """
 INBOX_SKIP_PRESENT = (
     "ON CONFLICT (event_id, handler) DO NOTHING RETURNING event_id, handler"
 )
+
+# PostgreSQL's answers to two transactions getting in each other's way: one is rolled
+# back and may simply run again.
+CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
 COUNT_ABSORBED_SQL = """
     INSERT INTO events_inboxduplicatecount AS c (handler, day, count)
@@ -243,16 +248,20 @@ def _count_absorbed(claimed: Counter[str], new: set[tuple[uuid.UUID, str]]) -> N
         cursor.execute(COUNT_ABSORBED_SQL, [orjson.dumps(rows).decode()])
 
 
-def connection_lost(exc: BaseException) -> bool:
-    """Whether `exc` is the database connection breaking under a handler.
+def database_fault(exc: BaseException) -> bool:
+    """Whether `exc` is the database's trouble rather than the event's.
 
-    That is not the event's failure: retrying it on a retry topic would put it behind
-    later events of its key, and a restart longer than the backoffs would dead-letter
-    good events. The error goes up instead; the runner consumes the batch again once
-    the database answers (see ConsumerRunner._process_batch).
+    Two kinds: the connection broke under the handler (a restart, a cut), or
+    PostgreSQL rolled the transaction back to break a deadlock or a serialization
+    conflict with another consumer's batch. Neither is the event's failure: retrying
+    it on a retry topic would put it behind later events of its key, and a restart
+    longer than the backoffs would dead-letter good events. The error goes up instead;
+    the runner consumes the batch again (see ConsumerRunner._process_batch).
     """
     if not isinstance(exc, OperationalError | InterfaceError):
         return False
+    if isinstance(exc.__cause__, CONFLICTS):
+        return True
     raw = connection.connection
     return raw is None or raw.closed or bool(getattr(raw, "broken", False))
 
@@ -268,7 +277,7 @@ def _call(unit: Unit) -> BaseException | None:
         else:
             unit.spec.func(unit.envelope.event)
     except Exception as exc:  # noqa: BLE001 - every handler failure is classified
-        if connection_lost(exc):
+        if database_fault(exc):
             raise
         logger.warning(
             "handler %s failed on %s %s (attempt %d): %s: %s",
@@ -296,7 +305,7 @@ def _call_batch(units: list[Unit]) -> BaseException | None:
     try:
         spec.func([unit.envelope for unit in units])
     except Exception as exc:  # noqa: BLE001 - retried one event at a time
-        if connection_lost(exc):
+        if database_fault(exc):
             raise
         logger.warning(
             "batch handler %s failed on %d events (%s: %s); retrying them one by one",

@@ -147,14 +147,19 @@ def pipeline_gauges_refresh() -> dict[str, float]:
 
 
 def consumer_group_lag(
-    *, group_id: str | None = None, timeout: float = 2.0
+    *,
+    group_id: str | None = None,
+    timeout: float = 2.0,
+    topics: list[str] | None = None,
 ) -> dict[tuple[str, int], int] | None:
-    """Lag of the consumer group per (topic, partition) of the main topics, from the
-    broker: high watermark minus committed offset. None if Kafka does not answer."""
+    """Lag of the consumer group per (topic, partition) of `topics` (the main topics
+    by default), from the broker: high watermark minus committed offset. None if
+    Kafka does not answer."""
     from events.kafka import KafkaException, TopicPartition, build_consumer
 
     conf = pipeline_settings()
-    topics = [conf.topic(stream) for stream in conf.streams]
+    if topics is None:
+        topics = [conf.topic(stream) for stream in conf.streams]
     consumer = build_consumer(
         group_id or conf.consumer_group,
         **{"socket.connection.setup.timeout.ms": int(timeout * 1000)},

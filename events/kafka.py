@@ -54,6 +54,13 @@ PERMANENT_PRODUCE_ERRORS = frozenset(
 )
 
 
+# librdkafka waits up to 10 s between attempts to reach a broker that went away, so a
+# broker back after a restart sat unused for up to 10 s (measured with make chaos: the
+# pipeline caught up 12 s after the broker was back). A 1 s cap costs a connection
+# attempt a second per client while a broker is down.
+RECONNECT_BACKOFF = {"reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 1000}
+
+
 def producer_config(**overrides: Any) -> dict[str, Any]:
     conf = pipeline_settings()
     config: dict[str, Any] = {
@@ -69,6 +76,7 @@ def producer_config(**overrides: Any) -> dict[str, Any]:
         "compression.type": "lz4",
         "delivery.timeout.ms": 30_000,
         "queue.buffering.max.messages": 200_000,
+        **RECONNECT_BACKOFF,
     }
     config.update(overrides)
     return config
@@ -87,6 +95,7 @@ def build_consumer(group_id: str, **overrides: Any) -> Consumer:
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "group.protocol": conf.group_protocol,
+        **RECONNECT_BACKOFF,
     }
     if conf.group_protocol == "classic":
         config["partition.assignment.strategy"] = "cooperative-sticky"

@@ -173,7 +173,9 @@ class OutboxRelay:
         batch_size: int | None = None,
         poll_interval: float | None = None,
         producer_factory: Callable[[], Producer] = build_producer,
-        max_backoff: float = 10.0,
+        # Short: while the broker is away librdkafka keeps trying by itself; this only
+        # spaces out the relay's re-reads, and a long one is slept after it is back.
+        max_backoff: float = 2.0,
     ) -> None:
         conf = pipeline_settings()
         self.batch_size = batch_size or conf.relay_batch_size

@@ -82,6 +82,8 @@ else
   KAFKA_CONTROLLER_PORT=$((KAFKA_CLUSTER_BASE_PORT + 1))
 fi
 KAFKA_OPTS="${KAFKA_OPTS:-}"
+# How long a consumer that stopped heartbeating keeps its partitions (see below).
+KAFKA_GROUP_SESSION_TIMEOUT_MS="${KAFKA_GROUP_SESSION_TIMEOUT_MS:-5000}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 KAFKA_STOP_TIMEOUT=30
 HOST=127.0.0.1
@@ -225,6 +227,13 @@ log.retention.hours=168
 # within about a second.
 group.consumer.min.heartbeat.interval.ms=500
 group.consumer.heartbeat.interval.ms=500
+# A member that stops heartbeating (kill -9, a lost machine) keeps its partitions until
+# its session times out, and under KIP-848 a restarted consumer cannot take them over
+# before that, not even with the same group.instance.id (UNRELEASED_INSTANCE_ID): so the
+# timeout is how long a crashed consumer's partitions sit idle. Kafka's 45 s default,
+# also its minimum, left them idle 35-52 s; 5 s is ten missed heartbeats.
+group.consumer.min.session.timeout.ms=2000
+group.consumer.session.timeout.ms=$KAFKA_GROUP_SESSION_TIMEOUT_MS
 EOF
 
   write_support_configs
@@ -563,9 +572,12 @@ transaction.state.log.replication.factor=3
 transaction.state.log.min.isr=2
 group.initial.rebalance.delay.ms=0
 log.retention.hours=168
-# The single node's KIP-848 heartbeat (see kafka.sh's single-node server.properties).
+# The single node's KIP-848 heartbeat and session timeout (see kafka.sh's single-node
+# server.properties).
 group.consumer.min.heartbeat.interval.ms=500
 group.consumer.heartbeat.interval.ms=500
+group.consumer.min.session.timeout.ms=2000
+group.consumer.session.timeout.ms=$KAFKA_GROUP_SESSION_TIMEOUT_MS
 # Failure detection: the active controller fences a broker that sent no heartbeat for
 # the session timeout, moves its leaderships to in-sync replicas and drops it from ISRs.
 broker.heartbeat.interval.ms=1000

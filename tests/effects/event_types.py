@@ -23,7 +23,8 @@ class TestPinged(Event):
     n: int = 0
     key_id: str = ""
     # "ok", "fail" (always), "poison" (PoisonMessage), "flaky" (fails fail_times
-    # first), "lose-db" (its database connection is cut the first fail_times times)
+    # first), "lose-db" (its database connection is cut the first fail_times times),
+    # "deadlock" (PostgreSQL reports a deadlock the first fail_times times)
     mode: str = "ok"
     fail_times: int = 0
     sleep_ms: int = 0

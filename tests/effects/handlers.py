@@ -28,6 +28,13 @@ def _behave(event: TestPinged, handler_name: str) -> None:
         failures[event.ping_id] += 1
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    if event.mode == "deadlock" and failures[event.ping_id] < event.fail_times:
+        # PostgreSQL chose this transaction as a deadlock's victim (SQLSTATE 40P01).
+        failures[event.ping_id] += 1
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DO $$ BEGIN RAISE EXCEPTION 'deadlock' USING ERRCODE = '40P01'; END $$"
+            )
     if event.mode == "flaky" and failures[event.ping_id] < event.fail_times:
         failures[event.ping_id] += 1
         raise ConnectionError(

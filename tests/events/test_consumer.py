@@ -15,6 +15,7 @@ from events.kafka import TopicPartition, build_consumer
 from events.models import FailedAttempt, InboxDuplicateCount, InboxEntry
 from tests.conftest import child_env
 from tests.effects.event_types import TestOrdered, TestPinged
+from tests.effects.handlers import failures
 from tests.effects.models import Effect
 from tests.events.pipeline import (
     process_log,
@@ -80,18 +81,23 @@ def test_flaky_handler_is_processed_once_after_two_retries(fresh_topics) -> None
     assert effects("flaky") == 1
 
 
-def test_a_database_lost_under_a_handler_is_not_the_events_fault(fresh_topics) -> None:
-    """The batch is consumed again once the database is back: no retry topic (which
-    would put the event behind later ones of its key), no dead letter, one effect."""
+@pytest.mark.parametrize("mode", ["lose-db", "deadlock"])
+def test_a_database_fault_under_a_handler_is_not_the_events_fault(
+    fresh_topics, mode
+) -> None:
+    """A lost connection or a deadlock: the batch is consumed again, with no retry
+    topic (which would put the event behind later ones of its key), no dead letter,
+    one effect."""
     ids = send_events(
         TestPinged(ping_id="before", key_id="K"),
-        TestPinged(ping_id="cut", key_id="K", mode="lose-db", fail_times=2),
+        TestPinged(ping_id=f"cut-{mode}", key_id="K", mode=mode, fail_times=2),
         TestPinged(ping_id="after", key_id="K"),
     )
     with running_consumer():
         wait_until(lambda: effects("after") == 1, timeout=30, what="all three handled")
 
-    assert [effects(p) for p in ("before", "cut", "after")] == [1, 1, 1]
+    assert [effects(p) for p in ("before", f"cut-{mode}", "after")] == [1, 1, 1]
+    assert failures[f"cut-{mode}"] == 2  # the fault did happen, twice
     assert not FailedAttempt.objects.exists()
     handled = InboxEntry.objects.filter(event_id__in=ids).order_by("id")
     assert [str(e.event_id) for e in handled] == ids
