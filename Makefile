@@ -1,5 +1,5 @@
 # The two commands: `make run` (the whole system) and `make test` (the whole suite).
-.PHONY: install services stop migrate run dev test lint format bench
+.PHONY: install services stop migrate run dev test lint format bench chaos chaos-short
 
 VENV := .venv/bin
 
@@ -43,3 +43,14 @@ test: services
 
 bench: migrate
 	$(VENV)/python -m bench
+
+# Faults under load, checked afterwards (bench/chaos): the long run on a local 3-node
+# Kafka cluster, about 100,000 events and 100 faults; its figures go to
+# bench/results/chaos.json. PostgreSQL is restarted during it: `make run` sees that too.
+CHAOS_ARGS ?= --nodes 3 --flows 26000 --faults 100
+chaos: services
+	$(VENV)/python -m bench.chaos $(CHAOS_ARGS)
+
+# The short run that the test suite also makes (single node, about 2,000 events).
+chaos-short: services
+	$(VENV)/python -m bench.chaos --flows 500 --faults 10 --out .local/chaos-short.json
