@@ -56,3 +56,7 @@ SECURE_PROXY_SSL_HEADER = (
     if _proxy_ssl_header
     else None
 )
+
+# SQL with its parameters (token keys, session keys) is logged at DEBUG by this
+# logger; production never logs it, whatever LOG_LEVEL says.
+LOGGING["loggers"]["django.db.backends"] = {"level": "INFO"}  # noqa: F405
