@@ -22,6 +22,7 @@ def main(names: list[str]) -> None:
 
         suites["consumer"] = consumer.throughput
         suites["consumer_join"] = consumer.join
+        suites["consumer_failover"] = consumer.failover
     except ImportError:
         pass
     print(f"machine: {machine()}")

@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 from django.db import connection
 
@@ -222,4 +223,89 @@ def join(*, rounds: int = 3) -> dict[str, object]:
         "protocol": pipeline_settings().group_protocol,
         "join_to_first_message_seconds": [round(d, 3) for d in joins],
         "assignment_to_first_message_seconds": [round(d, 3) for d in delays],
+    }
+
+
+def failover(*, rounds: int = 3) -> dict[str, object]:
+    """Seconds from a `kill -9` of a consumer to its partitions being consumed again.
+
+    Two ways: two independent `run_consumers` processes, one of them killed (nothing
+    restarts it: its partitions wait for its session to time out on the broker, then
+    move to the survivor); and `run_consumers --concurrency 2`, one child killed (the
+    supervisor starts a new one, but under KIP-848 the dead member's partitions still
+    wait for its session). Each surviving or new consumer logs when a partition that
+    came to it delivers its first message; the last of those after the kill counts.
+    """
+    import re
+    import threading
+
+    from events.conf import pipeline_settings
+    from events.topics import create_topics
+
+    create_topics()
+    users = _bench_users()
+    env = {
+        **os.environ,
+        "KAFKA_TOPIC_PREFIX": pipeline_settings().topic_prefix,
+        "LOG_LEVEL": "INFO",
+    }
+    stamp = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .* consuming ", re.M)
+    results: dict[str, list[float]] = {"independent": [], "supervised": []}
+    for _ in range(rounds):
+        for mode in results:
+            group = f"{pipeline_settings().topic_prefix}fail-{uuid.uuid4().hex[:6]}"
+            argv = [sys.executable, "manage.py", "run_consumers", "--topics"]
+            argv += ["reservation", "--group", group, "--no-dead-letters"]
+            stop = threading.Event()
+
+            def flow(stop: threading.Event = stop) -> None:
+                while not stop.is_set():
+                    _produce(20, users)
+                    time.sleep(0.02)
+
+            sender = threading.Thread(target=flow)
+            sender.start()
+            logs = [open(f"/tmp/failover-{mode}-{n}.log", "w+") for n in range(2)]  # noqa: SIM115
+            if mode == "independent":
+                victim = subprocess.Popen(argv, env=env, stderr=logs[0])
+                survivor = subprocess.Popen(argv, env=env, stderr=logs[1])
+                time.sleep(8)
+                victim_pid = victim.pid
+                processes = [victim, survivor]
+            else:
+                supervisor = subprocess.Popen(
+                    [*argv, "--concurrency", "2"], env=env, stderr=logs[1]
+                )
+                time.sleep(8)
+                children = (
+                    Path(f"/proc/{supervisor.pid}/task/{supervisor.pid}/children")
+                    .read_text()
+                    .split()
+                )
+                victim_pid = int(children[0])
+                processes = [supervisor]
+            logs[1].seek(0, 2)
+            mark = logs[1].tell()
+            killed_at = time.time()
+            os.kill(victim_pid, signal.SIGKILL)
+            time.sleep(12)
+            stop.set()
+            sender.join()
+            for process in processes:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            for process in processes:
+                process.wait(timeout=60)
+            logs[1].seek(mark)
+            after = [
+                datetime.strptime(ts, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                for ts in stamp.findall(logs[1].read())
+            ]
+            if not after:
+                raise RuntimeError(f"{mode}: no partition moved after the kill")
+            results[mode].append(round(max(after) - killed_at, 2))
+    return {
+        "rounds": rounds,
+        "session_timeout_s": "broker group.consumer.session.timeout.ms",
+        "kill_to_moved_partitions_consumed_seconds": results,
     }

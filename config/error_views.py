@@ -27,13 +27,14 @@ from reservations.api_errors import (
 
 API_PREFIX = "/api/"
 # HTML pages under /api/: the browsable API's session login and logout.
-API_HTML_PREFIX = "/api/auth/log"
+API_HTML_PAGES = frozenset({"/api/auth/login/", "/api/auth/logout/"})
 
 
 def is_api_request(request: HttpRequest) -> bool:
-    return request.path.startswith(API_PREFIX) and not request.path.startswith(
-        API_HTML_PREFIX
-    )
+    # path_info: the path inside the application, whatever prefix (SCRIPT_NAME) it
+    # is served under.
+    path = request.path_info
+    return path.startswith(API_PREFIX) and path not in API_HTML_PAGES
 
 
 def api_error(

@@ -1,8 +1,9 @@
 """Gunicorn settings (`gunicorn -c config/gunicorn.py config.wsgi:application`).
 
-Sized for the machine: 2 workers per core, each with GUNICORN_THREADS threads (gthread,
-so a worker keeps many client connections open and a slow client holds no worker),
-and a listen backlog that takes a burst of connections instead of resetting them.
+Sized for the machine: 2 workers per core (at most 8), each with GUNICORN_THREADS
+threads (gthread, so a worker keeps many client connections open and a slow client
+holds no worker), and a listen backlog that takes a burst of connections instead of
+resetting them.
 Each worker's database pool gets one connection per thread unless
 DATABASE_POOL_MAX_SIZE says otherwise, so the web's share of PostgreSQL is
 workers x threads (the README's connection budget).
@@ -16,7 +17,11 @@ aggregates them; a worker that exits is marked dead so its live gauges disappear
 import os
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("GUNICORN_WORKERS", str(2 * (os.cpu_count() or 1))))
+# At most 8 by default: os.cpu_count() is the host's in a container, and each worker
+# holds up to `threads` database connections (the README's budget).
+workers = int(
+    os.environ.get("GUNICORN_WORKERS", str(min(8, 2 * (os.cpu_count() or 1))))
+)
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 backlog = int(os.environ.get("GUNICORN_BACKLOG", "2048"))

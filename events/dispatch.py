@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 import time
 import uuid
 from collections import Counter
@@ -50,12 +51,18 @@ INBOX_SKIP_PRESENT = (
 # back and may simply run again.
 CONFLICTS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
+# One row per batch that absorbed redeliveries: appended, never updated, so consumers
+# absorbing at the same time wait for nobody (a shared counter row would serialise
+# them, and could deadlock two batches that touch two handlers' rows in turn).
 COUNT_ABSORBED_SQL = """
-    INSERT INTO events_inboxduplicatecount AS c (handler, day, count)
-    SELECT r.handler, current_date, r.count
+    INSERT INTO events_inboxduplicatecount (handler, count, counted_at)
+    SELECT r.handler, r.count, now()
     FROM json_to_recordset(%s::json) AS r(handler text, count bigint)
-    ON CONFLICT (handler, day) DO UPDATE SET count = c.count + EXCLUDED.count
 """
+# A handler whose work breaks the database connection or deadlocks this many times on
+# one event is the cause, not the victim: its next such failure is treated as its own
+# (retry topic or in place, then the DLQ), so it cannot stall its partitions forever.
+DATABASE_FAULT_LIMIT = 5
 
 # Exceptions no retry can fix: the event goes to the DLQ at once.
 POISON_EXCEPTIONS: tuple[type[BaseException], ...] = (PoisonMessage, ValidationError)
@@ -248,6 +255,32 @@ def _count_absorbed(claimed: Counter[str], new: set[tuple[uuid.UUID, str]]) -> N
         cursor.execute(COUNT_ABSORBED_SQL, [orjson.dumps(rows).decode()])
 
 
+_database_faults: dict[tuple[Any, str], int] = {}
+_database_faults_lock = threading.Lock()
+
+
+def _blame_the_database(exc: BaseException, key: tuple[Any, str]) -> bool:
+    """Whether to re-run the batch for `exc` (see database_fault), counting per event
+    and handler so a handler that causes it gives up after DATABASE_FAULT_LIMIT."""
+    if not database_fault(exc):
+        return False
+    with _database_faults_lock:
+        if len(_database_faults) > 10_000:  # only recent faults matter
+            _database_faults.clear()
+        _database_faults[key] = _database_faults.get(key, 0) + 1
+        if _database_faults[key] <= DATABASE_FAULT_LIMIT:
+            return True
+        del _database_faults[key]
+    logger.error(
+        "%s broke the database session %d times on %s: treating it as the handler's "
+        "failure",
+        key[1],
+        DATABASE_FAULT_LIMIT + 1,
+        key[0],
+    )
+    return False
+
+
 def database_fault(exc: BaseException) -> bool:
     """Whether `exc` is the database's trouble rather than the event's.
 
@@ -277,7 +310,7 @@ def _call(unit: Unit) -> BaseException | None:
         else:
             unit.spec.func(unit.envelope.event)
     except Exception as exc:  # noqa: BLE001 - every handler failure is classified
-        if database_fault(exc):
+        if _blame_the_database(exc, (unit.envelope.event_id, unit.spec.name)):
             raise
         logger.warning(
             "handler %s failed on %s %s (attempt %d): %s: %s",
@@ -305,7 +338,8 @@ def _call_batch(units: list[Unit]) -> BaseException | None:
     try:
         spec.func([unit.envelope for unit in units])
     except Exception as exc:  # noqa: BLE001 - retried one event at a time
-        if database_fault(exc):
+        first = units[0].envelope
+        if _blame_the_database(exc, (first.event_id if first else None, spec.name)):
             raise
         logger.warning(
             "batch handler %s failed on %d events (%s: %s); retrying them one by one",

@@ -108,26 +108,22 @@ class InboxEntry(models.Model):
 
 
 class InboxDuplicateCount(models.Model):
-    """How many redeliveries the inbox absorbed, per handler and day.
+    """Redeliveries the inbox absorbed: one row per batch that skipped some.
 
     Written in the transaction that skipped them, so the count survives the process
     (a killed consumer's in-memory counters do not) and is exact: a rolled-back run
-    counts nothing, its retry counts once.
+    counts nothing, its retry counts once. Rows are only appended (sum them to read).
     """
 
     handler = models.CharField(max_length=200)
-    day = models.DateField()
-    count = models.BigIntegerField(default=0)
+    count = models.IntegerField()
+    counted_at = models.DateTimeField()
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["handler", "day"], name="inbox_duplicates_per_day"
-            ),
-        ]
+        indexes = [models.Index(fields=["counted_at"], name="inbox_dup_counted_idx")]
 
     def __str__(self) -> str:
-        return f"{self.handler} absorbed {self.count} on {self.day}"
+        return f"{self.handler} absorbed {self.count} at {self.counted_at}"
 
 
 class FailedAttempt(models.Model):

@@ -74,7 +74,9 @@ MAX_IN_FLIGHT = 3
 
 
 # A relay's connection to PostgreSQL broke (a restart, a network cut, an admin
-# terminating it): psycopg raises these for the session, never for a bad statement.
+# terminating it), or a statement was cancelled or timed out (QueryCanceled and
+# LockNotAvailable are OperationalErrors too): either way the session ends and a new
+# one starts.
 DATABASE_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
@@ -84,7 +86,9 @@ HEALTHY_SESSION_SECONDS = 30.0
 def reconnect_delay(failures: int, *, cap: float, base: float = 0.5) -> float:
     """Seconds to wait before connecting again: doubling, capped, with full jitter,
     so relays that lost the database together do not all come back at once."""
-    return random.uniform(base / 2, min(cap, base * 2 ** (failures - 1)))
+    # The exponent is bounded: after a day without a database, 2 ** failures would
+    # overflow a float.
+    return random.uniform(base / 2, min(cap, base * 2 ** min(failures - 1, 16)))
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,15 @@ def database_connection() -> psycopg.Connection[Any]:
         port=s["PORT"] or None,
         autocommit=True,
         application_name="relay_outbox",
+        # A database that stops answering (a dropped network, not a restart) must end
+        # the session too, not hang it: fail a connect after 10 s, and notice a dead
+        # peer within about half a minute (keepalives, and unacknowledged writes).
+        connect_timeout=10,
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=3,
+        tcp_user_timeout=30_000,
     )
 
 
@@ -207,10 +220,17 @@ class OutboxRelay:
         """Lead (or stand by) until stopped, through lost database connections.
 
         A lost connection also lost the leader lock (a session lock), and a standby
-        may have taken it: the session ends, what is in flight is finished or purged
-        (its rows stay in the outbox, to be sent again), the producer is dropped so
-        none of its retries can follow a new leader's sends, and after a backoff with
-        jitter the relay connects again and competes for leadership from the start.
+        may have taken it: the session ends, the batches in flight are finished (their
+        rows are deleted only if the recorder's own connection still works; otherwise
+        they stay in the outbox, to be sent again), the producer is dropped, and after
+        a backoff with jitter the relay connects again and competes for leadership
+        from the start.
+
+        While the old session finishes its batches a new leader may already send: the
+        old deliveries can land after the new leader's first ones. That reorders no
+        key's first arrivals: every row the old relay had not recorded is still in the
+        outbox, so the new leader sends it again before anything later of its key, and
+        the consumers' inbox absorbs the copies.
         """
         failures = 0
         while not self.stopping:
@@ -271,11 +291,8 @@ class OutboxRelay:
         metrics.RELAY_IS_LEADER.set(0)
 
     def _abandon_producer(self) -> None:
-        """Drop the producer after a lost session: nothing of it may outlive it.
-
-        `_close` already waited for every batch in flight; what may remain are
-        messages queued but not sent, whose rows are still in the outbox.
-        """
+        """Drop the producer after a lost session, so the next one starts clean (a new
+        producer id; no retries of the old session's messages)."""
         if self._producer is None:
             return
         self._producer.purge(in_queue=True, in_flight=False)

@@ -63,6 +63,7 @@ def test_a_short_chaos_run_loses_doubles_and_reorders_nothing(
     assert result["lost"] == 0, summary
     assert result["duplicate_effects"] == 0, summary
     assert result["order_violations"] == 0, summary
+    assert result["reordered_by_retry_topics"] == 0, summary
     assert result["dead_letters_found"] == result["dead_letters_expected"] > 0, summary
     assert result["dead_letters_unexpected"] == [], summary
     assert result["outbox_pending"] == 0 and result["consumer_lag"] == 0, summary

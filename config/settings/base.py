@@ -105,6 +105,17 @@ configure_database_pool(
     max_size=DATABASE_POOL_MAX_SIZE,
     timeout=DATABASE_POOL_TIMEOUT,
 )
+# Shared by every process, so a throttle's budget is one per client, not one per
+# gunicorn worker (each worker had a memory cache of its own). Redis already runs for
+# Celery; another database number keeps the two apart.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env.str("CACHE_URL", default="redis://127.0.0.1:6379/1"),
+        "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="reservations"),
+    }
+}
+
 # Seconds a client is told to wait (Retry-After) when the database is unreachable or
 # the pool is exhausted.
 DATABASE_UNAVAILABLE_RETRY_AFTER = env.int(

@@ -31,3 +31,8 @@ configure_database_pool(
     max_size=DATABASE_POOL_MAX_SIZE,
     timeout=env.float("DATABASE_POOL_TIMEOUT", default=2.0),
 )
+
+# In-process tests count throttled requests in this process's memory, so test runs and
+# `make run` never share budgets; servers that tests start use Redis, as in production.
+if not env.str("CACHE_URL", default=""):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -62,6 +62,27 @@ def test_a_duplicate_delivery_has_one_effect(fresh_topics) -> None:
     )
 
 
+def test_a_handler_that_keeps_breaking_its_connection_gives_up_after_the_limit(
+    fresh_topics,
+) -> None:
+    """Blamed on the database five times, then the handler's own failure: it goes to
+    the retry topic instead of stalling its partitions forever."""
+    from events.dispatch import DATABASE_FAULT_LIMIT
+
+    [event_id] = send_events(
+        TestPinged(
+            ping_id="culprit", mode="lose-db", fail_times=DATABASE_FAULT_LIMIT + 1
+        )
+    )
+    with running_consumer():
+        wait_until(lambda: effects("culprit") == 1, timeout=60, what="handled at last")
+
+    assert failures["culprit"] == DATABASE_FAULT_LIMIT + 1
+    attempt = FailedAttempt.objects.get(event_id=event_id)
+    assert (attempt.attempt, attempt.outcome) == (1, "retry_scheduled")
+    assert InboxEntry.objects.get(event_id=event_id).attempt == 2
+
+
 def test_flaky_handler_is_processed_once_after_two_retries(fresh_topics) -> None:
     [event_id] = send_events(TestPinged(ping_id="flaky", mode="flaky", fail_times=2))
     with running_consumer():
