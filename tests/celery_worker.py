@@ -17,11 +17,13 @@ BROKER_URL = "redis://127.0.0.1:6379/5"
 
 
 @contextmanager
-def running_worker(*args: str, **extra_env: str) -> Iterator[str]:
+def running_worker(
+    *args: str, broker_url: str = BROKER_URL, **extra_env: str
+) -> Iterator[str]:
     """A real `celery worker` on this test's database, consuming a queue of its own;
     yield the queue name."""
     queue = f"test-{uuid.uuid4().hex[:8]}"
-    env = dict(child_env(), CELERY_BROKER_URL=BROKER_URL, **extra_env)
+    env = dict(child_env(), CELERY_BROKER_URL=broker_url, **extra_env)
     command = [sys.executable, "-m", "celery", "-A", "config", "worker"]
     command += ["--queues", queue, "--loglevel", "INFO", *args]
     command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
@@ -30,7 +32,7 @@ def running_worker(*args: str, **extra_env: str) -> Iterator[str]:
             command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
         )
         previous = app.conf.broker_url
-        app.conf.broker_url = BROKER_URL
+        app.conf.broker_url = broker_url
         try:
             yield queue
         finally:

@@ -13,7 +13,7 @@ import time
 import pytest
 from django.db import connection
 
-from events.relay import reconnect_delay
+from events.relay import RELAY_LOCK_KEY, reconnect_delay
 from tests.events.outbox_rows import (
     first_occurrences,
     insert_outbox_rows,
@@ -33,6 +33,22 @@ def terminate_relay_connections() -> int:
         cursor.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE application_name = 'relay_outbox' AND datname = current_database()"
+        )
+        return cursor.fetchone()[0]
+
+
+def terminate_the_leaders_connection() -> int:
+    """Cut the connection that holds the leader lock, if a relay leads; return 1 or 0.
+
+    Cutting "every relay connection" may hit only the recorder's, which reconnects by
+    itself without ending the session.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
+            "WHERE locktype = 'advisory' AND granted AND classid = %s AND objid = %s "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            list(RELAY_LOCK_KEY),
         )
         return cursor.fetchone()[0]
 
@@ -61,7 +77,9 @@ def test_the_relay_reconnects_after_its_connections_are_cut_and_loses_nothing(
         wait_until(lambda: unsent(topic) < 20_000, timeout=60, what="a first send")
         assert terminate_relay_connections() >= 1
         insert_outbox_rows(2_000, topic=topic, keys=40, start=20_000)
-        wait_until(terminate_relay_connections, timeout=30, what="a new connection")
+        wait_until(
+            terminate_the_leaders_connection, timeout=30, what="a leader again, to cut"
+        )
         wait_until(lambda: unsent(topic) == 0, timeout=120, what="all sent")
         assert relay.poll() is None, process_log(relay)[-3000:]
     finally:
