@@ -12,11 +12,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from django.utils import timezone
 
+from config.celery_app import app
 from reservations.models import Reservation, ReservationStatus
 from reservations.services import reservation_create
 from reservations.tasks import expire_seat_holds
@@ -54,6 +56,13 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
+def send(task: Any, *, queue: str, url: str) -> None:
+    """Send over a connection of its own to `url`: the app's producer pool may still
+    be connected to another test's broker."""
+    with app.connection_for_write(url) as connection:
+        task.apply_async(queue=queue, connection=connection, retry=True)
+
+
 def due_reservation(seat_id: int) -> Reservation:
     reservation = reservation_create(user=make_user(), seat_id=seat_id)
     Reservation.objects.filter(pk=reservation.pk).update(
@@ -79,14 +88,14 @@ def test_the_worker_goes_on_after_its_redis_restarts(
     try:
         with running_worker("--pool", "solo", broker_url=url) as queue:
             before = due_reservation(seats[0].pk)
-            expire_seat_holds.apply_async(queue=queue)
+            send(expire_seat_holds, queue=queue, url=url)
             wait_until(lambda: expired(before), timeout=60, what="a first expiry")
 
             first_redis.close()  # Redis is gone under the worker...
             time.sleep(2)
             with redis_server(port, tmp_path):  # ...and back, empty, on its port
                 after = due_reservation(seats[1].pk)
-                expire_seat_holds.apply_async(queue=queue, retry=True)
+                send(expire_seat_holds, queue=queue, url=url)
                 wait_until(
                     lambda: expired(after), timeout=90, what="an expiry after it"
                 )
