@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from django.db import connections
 
+from bench.chaos.faults import KINDS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -51,15 +53,7 @@ def test_a_short_chaos_run_loses_doubles_and_reorders_nothing(
 
     assert result["events"] >= 2_000, summary
     assert sum(result["faults"].values()) == 10, summary
-    assert set(result["faults"]) == {
-        "relay_kill",
-        "relay_kill_draining",
-        "consumer_kill",
-        "broker_kill",
-        "broker_stop",
-        "postgres_restart",
-        "poison",
-    }
+    assert set(result["faults"]) == set(KINDS), summary
     assert result["lost"] == 0, summary
     assert result["duplicate_effects"] == 0, summary
     assert result["order_violations"] == 0, summary
