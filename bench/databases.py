@@ -39,7 +39,8 @@ def _admin(sql: str) -> str:
     import psycopg
 
     with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
-        row = conn.execute(sql).fetchone()
+        cursor = conn.execute(sql)
+        row = cursor.fetchone() if cursor.description else None
         return "" if row is None else str(row[0])
 
 
