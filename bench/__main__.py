@@ -1,45 +1,131 @@
-"""Run the benchmarks: `python -m bench [relay_drain] [relay_latency] [consumer]`."""
+"""`make bench`: every benchmark in one run, against Kafka's own tools on the same broker.
+
+    python -m bench                 # the whole run: results/latest.json and REPORT.md
+    python -m bench --only anchors,relay_fresh --out /tmp/x.json --no-report
+
+Each step runs in a process of its own (bench.step) on the database it names: `fresh`
+(made anew at the start of the run) or `aged` (kept between runs, brought to steady
+state by the `aging` step before anything is measured on it). BENCH_SCALE scales every
+count and duration (1 by default; the suite's smoke run uses 0.05).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 
-from bench.setup import delete_topics, machine, setup
+from bench.harness import ROOT, run_step, scale
+
+RESULTS = ROOT / "bench" / "results"
 
 
-def main(names: list[str]) -> None:
-    prefix = setup()
-    from bench import relay
+@dataclass(frozen=True)
+class Step:
+    name: str
+    target: str
+    database: str
+    # Copies figures from the step's result into the run's top-level keys.
+    keys: Callable[[dict], dict] = field(default=lambda r: r)
 
-    suites = {
-        "relay_drain": relay.drain,
-        "relay_latency": relay.latency,
-        "relay_latency_200": lambda: relay.latency(rate=200),
+
+def _relay(suffix: str) -> Callable[[dict], dict]:
+    return lambda r: {
+        f"relay_drain_events_per_s{suffix}": r["relay_drain"]["events_per_second"],
+        f"relay_drain{suffix}": r["relay_drain"],
     }
-    try:
-        from bench import consumer
 
-        suites["consumer"] = consumer.throughput
-        suites["consumer_join"] = consumer.join
-        suites["consumer_failover"] = consumer.failover
-    except ImportError:
-        pass
-    print(f"machine: {machine()}")
-    try:
-        for name in names or [
-            "relay_drain",
-            "relay_latency",
-            "consumer",
-            "consumer_join",
-        ]:
-            if name not in suites:
-                continue
-            result = suites[name]()
-            print(json.dumps({"bench": name, **result}))
-    finally:
-        delete_topics(prefix)
+
+def _consumer_fresh(r: dict) -> dict:
+    return {
+        "consumer_events_per_s_fresh": r["consumer"]["one_process"],
+        "consumer_fresh": r["consumer"],
+    }
+
+
+def _consumer_aged(r: dict) -> dict:
+    return {
+        "consumer_events_per_s": r["consumer"]["one_process"],
+        "consumer_events_per_s_concurrency_2": r["consumer"]["concurrency_2"],
+        "consumer": r["consumer"],
+    }
+
+
+PLAN = [
+    Step("anchors", "anchors:run", "fresh"),
+    Step("relay_fresh", "throughput:relay", "fresh", _relay("_fresh")),
+    Step("consumer_fresh", "throughput:consumer", "fresh", _consumer_fresh),
+    Step("aging", "aging:run", "aged"),
+    Step("relay", "throughput:relay", "aged", _relay("")),
+    Step("consumer", "throughput:consumer", "aged", _consumer_aged),
+    Step("api", "api:e2e", "aged"),
+    Step("rebalance", "consumer:rebalance", "aged"),
+    Step("scaling", "scaling:run", "fresh"),
+    Step("retry", "retry:run", "fresh"),
+    Step("before_design", "before_design:run", "fresh"),
+    Step("naive_relay", "naive_relay:run", "fresh"),
+    Step("crash", "crash:run", "fresh"),
+]
+
+
+def merge(into: dict, new: dict) -> None:
+    """Merge `new` into `into`; dicts under the same key merge too (before_design)."""
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", help="comma-separated step names (default: all)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument("--no-report", action="store_true")
+    args = parser.parse_args()
+    wanted = set(args.only.split(",")) if args.only else {s.name for s in PLAN}
+    unknown = wanted - {s.name for s in PLAN}
+    if unknown:
+        parser.error(
+            f"unknown steps {sorted(unknown)}; known: {[s.name for s in PLAN]}"
+        )
+    from bench import databases
+    from bench.setup import machine
+
+    started = time.monotonic()
+    results: dict = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "scale": scale(),
+        "machine": machine(),
+        "steps": {},
+    }
+    databases.create("fresh", drop=True)
+    # Kept between runs (aging it is the slow part); migrated to the current schema.
+    databases.create("aged", drop=bool(os.environ.get("BENCH_AGE_AGAIN")))
+    for step in PLAN:
+        if step.name not in wanted:
+            continue
+        print(f"bench: {step.name} ({step.target} on the {step.database} database)")
+        result = run_step(step.target, database=step.database)
+        results["steps"][step.name] = result.pop("step_seconds")
+        merge(results, step.keys(result))
+    from bench.report import derive
+
+    merge(results, derive(results))
+    results["duration_s"] = round(time.monotonic() - started, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"bench: results in {args.out} after {results['duration_s']:.0f} s")
+    if not args.no_report:
+        from bench.report import write_report
+
+        write_report(results)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

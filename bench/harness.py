@@ -47,7 +47,13 @@ def percentiles(values_ms: Sequence[float]) -> dict[str, float]:
     """p50/p95/p99/max (nearest rank) of latencies in ms, rounded to 0.01 ms."""
     ordered = sorted(values_ms)
     if not ordered:
-        return {"p50": math.nan, "p95": math.nan, "p99": math.nan, "max": math.nan, "n": 0}
+        return {
+            "p50": math.nan,
+            "p95": math.nan,
+            "p99": math.nan,
+            "max": math.nan,
+            "n": 0,
+        }
 
     def rank(q: float) -> float:
         return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)], 2)
@@ -67,7 +73,10 @@ def emit(result: dict[str, object]) -> None:
 
 
 def run_step(
-    target: str, *, database: str = "fresh", env: dict[str, str] | None = None,
+    target: str,
+    *,
+    database: str = "fresh",
+    env: dict[str, str] | None = None,
     timeout: float = 1800,
 ) -> dict[str, object]:
     """Run `module:function` (in bench/) as `python -m bench.step` and return its result.
@@ -87,7 +96,7 @@ def run_step(
     assert process.stdout is not None
     for line in process.stdout:
         if line.startswith(RESULT_MARK):
-            result = json.loads(line[len(RESULT_MARK):])
+            result = json.loads(line[len(RESULT_MARK) :])
         else:
             sys.stdout.write(line)
     status = process.wait(timeout=timeout)

@@ -12,18 +12,24 @@ import importlib
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("target", help="module:function inside bench/, e.g. relay:drain")
+    parser.add_argument(
+        "target", help="module:function inside bench/, e.g. relay:drain"
+    )
     parser.add_argument("--database", default="fresh", choices=["fresh", "aged", "dev"])
     args = parser.parse_args()
     from bench.databases import use
     from bench.harness import emit
-    from bench.setup import setup
+    from bench.setup import delete_topics, setup
 
     use(args.database)
-    setup()
+    prefix = setup()
     module_name, function_name = args.target.split(":")
     function = getattr(importlib.import_module(f"bench.{module_name}"), function_name)
-    emit(function())
+    try:
+        emit(function())
+    finally:
+        # The step's topics (bench-<id>-…): a full run would otherwise leave gigabytes.
+        delete_topics(prefix)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,31 @@
+"""Component throughput on whichever database the step runs on (fresh or aged).
+
+The same code measures both, so fresh vs steady state is one variable: the tables.
+"""
+
+from __future__ import annotations
+
+from bench.harness import scaled
+
+
+def relay() -> dict[str, object]:
+    """Drain of a pre-filled outbox of 1 KB events by the real relay (bench.relay.drain)."""
+    from bench.relay import drain
+
+    return {"relay_drain": drain(count=scaled(200_000, minimum=5_000))}
+
+
+def consumer() -> dict[str, object]:
+    """Events/s with effectively-once effects (inbox + notification row per event).
+
+    One process with one consumer (what a `run_consumers` process runs by default) and
+    `--concurrency 2` (what `make run` starts); the events are on the topic first.
+    """
+    from bench.consumer import _run
+
+    count = scaled(120_000, minimum=5_000)
+    result: dict[str, object] = {"events": count}
+    for name, concurrency, threads in (("one_process", 1, 1), ("concurrency_2", 2, 1)):
+        seconds = _run(count, concurrency, threads)
+        result[name] = round(count / seconds)
+    return {"consumer": result}
