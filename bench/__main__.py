@@ -87,6 +87,12 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated step names (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--no-report", action="store_true")
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        default=ROOT / "bench",
+        help="where REPORT.md and results/*.png go (default: bench/)",
+    )
     args = parser.parse_args()
     wanted = set(args.only.split(",")) if args.only else {s.name for s in PLAN}
     unknown = wanted - {s.name for s in PLAN}
@@ -124,7 +130,7 @@ def main() -> None:
     if not args.no_report:
         from bench.report import write_report
 
-        write_report(results)
+        print(f"bench: report in {write_report(results, args.report_dir)}")
 
 
 if __name__ == "__main__":

@@ -24,9 +24,7 @@ NAMES = {
 
 def url(kind: str) -> str:
     if kind == "dev":
-        return os.environ.get(
-            "DATABASE_URL", f"{SERVER}/reservations"
-        )
+        return os.environ.get("DATABASE_URL", f"{SERVER}/reservations")
     return f"{SERVER}/{NAMES[kind]}"
 
 
@@ -58,7 +56,10 @@ def create(kind: str, *, drop: bool) -> None:
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
         cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": url(kind),
-             "DJANGO_SETTINGS_MODULE": "config.settings.dev"},
+        env={
+            **os.environ,
+            "DATABASE_URL": url(kind),
+            "DJANGO_SETTINGS_MODULE": "config.settings.dev",
+        },
         check=True,
     )

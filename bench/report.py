@@ -15,7 +15,6 @@ from typing import Any
 from bench.harness import ROOT
 
 BENCH = ROOT / "bench"
-PLOTS = BENCH / "results"
 
 
 def _get(results: dict, *path: str) -> Any:
@@ -144,7 +143,7 @@ def _target(name: str, value: Any, bound: float, op: str) -> dict:
 # --- plots -------------------------------------------------------------------------
 
 
-def _plot(name: str, draw: Any) -> str | None:
+def _plot(directory: Path, name: str, draw: Any) -> str | None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,8 +154,8 @@ def _plot(name: str, draw: Any) -> str | None:
         if draw(ax) is False:
             return None
         fig.tight_layout()
-        PLOTS.mkdir(parents=True, exist_ok=True)
-        fig.savefig(PLOTS / f"{name}.png")
+        (directory / "results").mkdir(parents=True, exist_ok=True)
+        fig.savefig(directory / "results" / f"{name}.png")
     finally:
         plt.close(fig)
     return f"results/{name}.png"
@@ -376,20 +375,24 @@ def _latency_rows(results: dict) -> list[list[Any]]:
     return rows
 
 
-def write_report(results: dict) -> Path:
-    """Write bench/REPORT.md and its plots from `results` (a run's latest.json)."""
+def write_report(results: dict, directory: Path = BENCH) -> Path:
+    """Write REPORT.md and its plots (results/*.png) in `directory` from `results`."""
+
+    def plot(name: str, draw: Any) -> str | None:
+        return _plot(directory, name, draw)
+
     plots = {
-        "latency": _plot("latency_by_rate", _latency_by_rate(results)),
-        "throughput": _plot(
+        "latency": plot("latency_by_rate", _latency_by_rate(results)),
+        "throughput": plot(
             "throughput",
             _throughput(results, THROUGHPUT_KEYS, "Throughput by component"),
         ),
-        "scaling": _plot("scaling", _scaling(results)),
-        "fresh_aged": _plot(
+        "scaling": plot("scaling", _scaling(results)),
+        "fresh_aged": plot(
             "fresh_vs_aged",
             _throughput(results, FRESH_AGED_KEYS, "Fresh tables vs steady state"),
         ),
-        "retry": _plot("retry_success", _retry(results)),
+        "retry": plot("retry_success", _retry(results)),
     }
     g = lambda *p: _get(results, *p)  # noqa: E731
     parts = [
@@ -529,7 +532,7 @@ def write_report(results: dict) -> Path:
     analysis = BENCH / "ANALYSIS.md"
     if analysis.exists():
         parts.append(analysis.read_text().split("\n", 1)[1].strip())
-    report = BENCH / "REPORT.md"
+    report = directory / "REPORT.md"
     report.write_text("\n".join(p for p in parts if p is not None) + "\n")
     return report
 
