@@ -64,6 +64,7 @@ PLAN = [
     Step("relay", "throughput:relay", "aged", _relay("")),
     Step("consumer", "throughput:consumer", "aged", _consumer_aged),
     Step("api", "api:e2e", "aged"),
+    Step("pipeline", "pipeline:e2e", "aged"),
     Step("rebalance", "consumer:rebalance", "aged"),
     Step("scaling", "scaling:run", "fresh"),
     Step("retry", "retry:run", "fresh"),

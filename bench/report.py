@@ -81,6 +81,10 @@ def derive(results: dict) -> dict:
         ),
     }
     p50 = g("e2e_latency_ms", "rate_1000", "p50")
+    achieved = g("api", "phases", "rate_1000", "achieved_rate")
+    at = f" (the API reached {_fmt(achieved)}/s)" if achieved else ""
+    pipeline_at = g("pipeline_e2e_latency_ms", "rate_1000", "achieved_rate")
+    pat = f" (reached {_fmt(pipeline_at)}/s)" if pipeline_at else ""
     targets = [
         _target(
             "relay drain ≥ 0.6 × ProducerPerformance",
@@ -88,7 +92,7 @@ def derive(results: dict) -> dict:
             0.6,
             ">=",
         ),
-        _target("end to end p50 ≤ 5 ms at 1,000/s", p50, 5.0, "<="),
+        _target(f"end to end p50 ≤ 5 ms at 1,000/s{at}", p50, 5.0, "<="),
         _target(
             "end to end p50 ≤ 4 × Kafka's end-to-end average",
             ratios["e2e_p50_rate_1000_vs_kafka_e2e_avg"],
@@ -96,8 +100,20 @@ def derive(results: dict) -> dict:
             "<=",
         ),
         _target(
-            "end to end p99 ≤ 25 ms at 1,000/s",
+            f"end to end p99 ≤ 25 ms at 1,000/s{at}",
             g("e2e_latency_ms", "rate_1000", "p99"),
+            25.0,
+            "<=",
+        ),
+        _target(
+            f"the same, SQL writer instead of the API: p50 ≤ 5 ms at 1,000/s{pat}",
+            g("pipeline_e2e_latency_ms", "rate_1000", "p50"),
+            5.0,
+            "<=",
+        ),
+        _target(
+            f"the same, SQL writer: p99 ≤ 25 ms at 1,000/s{pat}",
+            g("pipeline_e2e_latency_ms", "rate_1000", "p99"),
             25.0,
             "<=",
         ),
@@ -165,6 +181,7 @@ def _latency_by_rate(results: dict) -> Any:
     def draw(ax: Any) -> bool:
         series = {
             "ours, through the API": _get(results, "e2e_latency_ms"),
+            "ours, SQL writer": _get(results, "pipeline_e2e_latency_ms"),
             "ours, in-process writer": _get(results, "pipeline_writer_e2e_latency_ms"),
             "naive outbox": _get(results, "naive_e2e_latency_ms"),
             "before design (in-process)": _get(
@@ -173,7 +190,7 @@ def _latency_by_rate(results: dict) -> Any:
         }
         phases = ["rate_100", "rate_1000", "saturation"]
         plotted = False
-        width = 0.2
+        width = 0.16
         for n, (label, data) in enumerate(series.items()):
             if not isinstance(data, dict):
                 continue
@@ -182,7 +199,7 @@ def _latency_by_rate(results: dict) -> Any:
                 for i, phase in enumerate(phases):
                     value = _get(data, phase, q)
                     if isinstance(value, int | float):
-                        xs.append(i + (n - 1.5) * width)
+                        xs.append(i + (n - 2) * width)
                         ys.append(value)
                 if xs:
                     ax.bar(
@@ -345,6 +362,7 @@ def _latency_rows(results: dict) -> list[list[Any]]:
     rows = []
     series = [
         ("ours, API under gunicorn (aged)", ("e2e_latency_ms",)),
+        ("ours, SQL writer, no API (aged)", ("pipeline_e2e_latency_ms",)),
         ("ours, in-process writer", ("pipeline_writer_e2e_latency_ms",)),
         (
             "naive outbox (1 row per transaction, 1 s polling)",
@@ -361,17 +379,46 @@ def _latency_rows(results: dict) -> list[list[Any]]:
             continue
         for phase in ("rate_100", "rate_1000", "saturation"):
             cell = data.get(phase)
-            if isinstance(cell, dict):
-                rows.append(
-                    [
-                        label,
-                        phase.replace("rate_", "").replace("saturation", "saturation"),
-                        cell.get("p50"),
-                        cell.get("p95"),
-                        cell.get("p99"),
-                        cell.get("achieved_rate") or cell.get("events_per_s"),
-                    ]
-                )
+            if not isinstance(cell, dict):
+                continue
+            achieved = (
+                cell.get("achieved_rate")
+                or _get(results, "api", "phases", phase, "created_per_s")
+                if path == ("e2e_latency_ms",)
+                else cell.get("achieved_rate")
+            ) or cell.get("events_per_s")
+            rows.append(
+                [
+                    label,
+                    phase.removeprefix("rate_"),
+                    cell.get("p50"),
+                    cell.get("p95"),
+                    cell.get("p99"),
+                    achieved,
+                ]
+            )
+    return rows
+
+
+def _legs_rows(results: dict) -> list[list[Any]]:
+    rows = []
+    for label, key in (
+        ("API", "e2e_legs_ms"),
+        ("SQL writer", "pipeline_e2e_legs_ms"),
+    ):
+        for phase, legs in (_get(results, key) or {}).items():
+            for leg, cell in legs.items():
+                if isinstance(cell, dict):
+                    rows.append(
+                        [
+                            label,
+                            phase.removeprefix("rate_"),
+                            leg,
+                            cell.get("p50"),
+                            cell.get("p95"),
+                            cell.get("p99"),
+                        ]
+                    )
     return rows
 
 
@@ -409,6 +456,10 @@ def write_report(results: dict, directory: Path = BENCH) -> Path:
         "## Ratios to Kafka's own tools, same broker, same run",
         "",
         _table(["ratio", "value"], [[k, v] for k, v in (g("ratios") or {}).items()]),
+        "",
+        "## The adoption report's claims (section 3), measured",
+        "",
+        _table(["claim", "measured in this run"], claims(results)),
         "",
         "## Targets",
         "",
@@ -462,6 +513,14 @@ def write_report(results: dict, directory: Path = BENCH) -> Path:
         ),
         "",
         _img(plots["latency"]),
+        "",
+        "Where the time goes: business commit → the relay's produce (the Kafka "
+        "message's CreateTime), and produce → the handler's commit.",
+        "",
+        _table(
+            ["writer", "rate/s", "leg", "p50 ms", "p95 ms", "p99 ms"],
+            _legs_rows(results),
+        ),
         "",
         f"API reserve at saturation: {_fmt(g('api_reserve_rps'))} requests/s, "
         f"p99 {_fmt(g('api_reserve_p99_ms'))} ms (client side).",
@@ -535,6 +594,58 @@ def write_report(results: dict, directory: Path = BENCH) -> Path:
     report = directory / "REPORT.md"
     report.write_text("\n".join(p for p in parts if p is not None) + "\n")
     return report
+
+
+def claims(results: dict) -> list[list[str]]:
+    """The seed report's before/after claims next to what this run measured."""
+    g = lambda *p: _get(results, *p)  # noqa: E731
+    runs = g("scaling", "runs") or []
+    one = max((r["events_per_s"] for r in runs if r["consumers"] == 1), default=None)
+    best = max((r["events_per_s"] for r in runs), default=None)
+    retry = {r["p"]: r["success_share"] for r in g("retry_success", "runs") or []}
+    lost_before = g("before_design", "crash_lost_share")
+    return [
+        [
+            "per-event latency 10–50 ms before → 1–10 ms with Kafka",
+            f"before design p50 {_fmt(g('before_design', 'e2e_latency_ms', 'rate_100', 'p50'))}"
+            f" ms at 100/s; ours p50 {_fmt(g('pipeline_writer_e2e_latency_ms', 'rate_100', 'p50'))}"
+            f" ms (same writer), {_fmt(g('e2e_latency_ms', 'rate_100', 'p50'))} ms through"
+            " the API: the outbox adds a hop, it does not remove one",
+        ],
+        [
+            "100K–1M messages/s",
+            f"Kafka's own producer {_fmt(g('kafka_producer_perf_records_per_s'))}/s and "
+            f"consumer {_fmt(g('kafka_consumer_perf_records_per_s'))}/s on this broker; our "
+            f"relay {_fmt(g('relay_drain_events_per_s'))}/s, one consumer process "
+            f"{_fmt(g('consumer_events_per_s'))}/s with its database writes",
+        ],
+        [
+            "≥ 10× the @Async thread pool's throughput",
+            f"consumers (--concurrency 2) {_fmt(g('consumer_events_per_s_concurrency_2'))}/s "
+            f"vs the before design's {_fmt(g('before_design', 'consumer_events_per_s'))}/s, "
+            "which its writer bounds (ANALYSIS.md)",
+        ],
+        [
+            "~10× with partitions and consumers",
+            f"{_fmt(_ratio(best, one))}× from 1 to 3 consumers on 2 cores "
+            f"(best {_fmt(best)}/s); see Scaling",
+        ],
+        ["rebalance in 1–2 s", f"{_fmt(g('rebalance_resume_s'))} s (slowest round)"],
+        [
+            "loss on failure up to 100 % → near 0 %",
+            f"kill -9 after commit: ours lost {_fmt(g('lost_on_crash'))}, the before design "
+            f"{_fmt(g('before_design', 'lost_on_crash'))} "
+            f"({_fmt(lost_before * 100 if isinstance(lost_before, float) else None)} % of "
+            "committed events)",
+        ],
+        [
+            "99 % retry success with 3 retries",
+            "; ".join(
+                f"p={p}: {_fmt(share * 100)} %" for p, share in sorted(retry.items())
+            )
+            + " (1 − p³ ≥ 0.99 needs p ≤ 0.215: the claim holds only for rare failures)",
+        ],
+    ]
 
 
 def _img(path: str | None) -> str:

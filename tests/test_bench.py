@@ -31,6 +31,8 @@ KEYS = [
     "consumer_events_per_s_fresh",
     "consumer_events_per_s_concurrency_2",
     "e2e_latency_ms",
+    "e2e_legs_ms",
+    "pipeline_e2e_latency_ms",
     "api_reserve_rps",
     "api_reserve_p99_ms",
     "rebalance_resume_s",
@@ -89,6 +91,10 @@ def test_the_short_run_reports_every_figure_with_its_anchor(short_run) -> None:
         for q in ("p50", "p95", "p99"):
             assert _positive(result["e2e_latency_ms"][phase][q]), (phase, q)
     assert _positive(result["e2e_latency_ms"]["saturation"]["events_per_s"])
+    for phase in ("rate_100", "rate_1000", "saturation"):
+        assert _positive(result["pipeline_e2e_latency_ms"][phase]["p50"]), phase
+        for leg in ("commit_to_produce", "produce_to_handler_commit"):
+            assert _positive(result["e2e_legs_ms"][phase][leg]["p50"]), (phase, leg)
     assert all(v is not None for v in result["ratios"].values()), result["ratios"]
     assert {(r["consumers"], r["partitions"]) for r in result["scaling"]["runs"]} == {
         (c, p) for c in (1, 2, 3) for p in (3, 6, 12)
@@ -111,6 +117,12 @@ def test_the_short_run_writes_the_report_and_its_plots(short_run) -> None:
     result, out = short_run
     report = (out / "REPORT.md").read_text()
     assert "## Ratios to Kafka's own tools" in report
-    for plot in ("latency_by_rate", "throughput", "scaling", "fresh_vs_aged", "retry_success"):
+    for plot in (
+        "latency_by_rate",
+        "throughput",
+        "scaling",
+        "fresh_vs_aged",
+        "retry_success",
+    ):
         assert (out / "results" / f"{plot}.png").stat().st_size > 1000, plot
         assert f"results/{plot}.png" in report
