@@ -53,3 +53,25 @@ def pending_reservations(after_id: int) -> int:
             [after_id],
         )
         return int(cursor.fetchone()[0])
+
+
+COMMIT_TIMES_SQL = """
+SELECT r.id,
+       extract(epoch FROM pg_xact_commit_timestamp(s.xmin)) * 1000,
+       extract(epoch FROM pg_xact_commit_timestamp(r.xmin)) * 1000
+FROM reservations_reservation r
+JOIN reservations_seat s ON s.id = r.seat_id
+WHERE r.id > %s AND r.status = 'RESERVED'
+"""
+
+
+def reservation_commit_times(after_id: int) -> list[tuple[int, float, float]]:
+    """(reservation id, business commit, handler commit) for the reservations after
+    `after_id` that the SeatReserved handler completed; commits in ms since the epoch.
+
+    The same rows and clock as reservation_latencies_ms, so that other clocks on this
+    machine (a Kafka message's CreateTime) can be placed between the two commits.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(COMMIT_TIMES_SQL, [after_id])
+        return [(int(r), float(b), float(h)) for r, b, h in cursor.fetchall()]

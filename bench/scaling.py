@@ -19,84 +19,27 @@ import statistics
 import subprocess
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from django.db import connection
 
 from bench.consumer import Window, measure
 from bench.harness import scaled
+from bench.profiling import (
+    CpuSnapshot,
+    broker_pid,
+    pids_named,
+    postgres_processes,
+    process_tree,
+)
 
 CONSUMERS = (1, 2, 3)
 PARTITIONS = (3, 6, 12)
-TICKS = os.sysconf("SC_CLK_TCK")
 # Per event: what this run's events cost. postgres_all (every database's work, the
 # other engineers' included) is reported in cores only.
 COMPONENTS = ("consumers", "postgres_backends", "postgres_background", "broker")
 
 
-# -- /proc accounting ---------------------------------------------------------------
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds of `pid` and of its children it has reaped (0 if it is gone).
-
-    The reaped children's times count because a backend or a consumer that exits
-    inside the window hands its time to its parent's cutime/cstime.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    # The command name (field 2) may hold spaces: split after its closing bracket.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
-    return (utime + stime + cutime + cstime) / TICKS
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants (run_consumers --concurrency N is a supervisor)."""
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                todo.extend(int(c) for c in (task / "children").read_text().split())
-            except FileNotFoundError:
-                continue
-    return tree
-
-
-def pids_named(name: str) -> list[int]:
-    """Processes whose command name (/proc/<pid>/comm) is `name`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == name:
-                    pids.append(int(entry.name))
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-    return pids
-
-
-def broker_pid() -> int | None:
-    """The local Kafka broker's JVM, if it runs on this machine."""
-    for pid in pids_named("java"):
-        try:
-            if b"kafka.Kafka" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return pid
-        except FileNotFoundError:
-            continue
-    return None
-
-
-def machine_busy() -> float:
-    """Busy CPU seconds of the whole machine since boot (all cores, not idle/iowait)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    idle, iowait = values[3], values[4]
-    # The first eight fields; guest time is already inside user.
-    return (sum(values[:8]) - idle - iowait) / TICKS
+# -- /proc accounting (bench.profiling) ----------------------------------------------
 
 
 def postgres_roles() -> dict[int, str]:
@@ -106,65 +49,59 @@ def postgres_roles() -> dict[int, str]:
     The bench's own connection (it polls the handled count) is left out: its time
     lands in postgres_other_databases.
     """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pid, datname = current_database(), backend_type "
-            "FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
-        )
-        rows = cursor.fetchall()
-    return {pid: _role(own, kind) for pid, own, kind in rows}
+    return {
+        pid: _role(own, kind) for pid, _app, kind, own in postgres_processes(connection)
+    }
 
 
-def _role(own_database: bool, backend_type: str) -> str:
+def _role(own_database: bool | None, backend_type: str) -> str:
     if backend_type != "client backend":
         return "background"
     return "own" if own_database else "other"
 
 
-@dataclass
-class Snapshot:
-    at: float
-    consumers: float
-    postgres_all: float
-    postgres: dict[int, tuple[str, float]]
-    broker: float
-    machine: float
-    bench: float
-
-
-def snapshot(process: subprocess.Popen[bytes], broker: int | None) -> Snapshot:
+def snapshot(process: subprocess.Popen[bytes], broker: int | None) -> CpuSnapshot:
+    """CPU seconds (reaped children included) of the consumers' process tree, of every
+    postgres process, of this database's backends and the background processes, of
+    the broker and of the bench itself."""
     roles = postgres_roles()
-    return Snapshot(
-        at=time.perf_counter(),
-        consumers=sum(process_cpu(pid) for pid in process_tree(process.pid)),
-        postgres_all=sum(process_cpu(pid) for pid in pids_named("postgres")),
-        postgres={pid: (role, process_cpu(pid)) for pid, role in roles.items()},
-        broker=process_cpu(broker) if broker else 0.0,
-        machine=machine_busy(),
-        bench=process_cpu(os.getpid()),
+    return CpuSnapshot.take(
+        {
+            "consumers": process_tree(process.pid),
+            "postgres_all": pids_named("postgres"),
+            **{
+                f"postgres_{role}": [pid for pid, r in roles.items() if r == role]
+                for role in ("own", "background")
+            },
+            "broker": [broker] if broker else [],
+            "bench": [os.getpid()],
+        },
+        reaped_children=True,
     )
 
 
-def cpu_delta(start: Snapshot, end: Snapshot) -> dict[str, float]:
+def cpu_delta(start: CpuSnapshot, end: CpuSnapshot) -> dict[str, float]:
     """CPU seconds per component between two snapshots.
 
     A backend seen only at the end started inside the window (all its time counts);
     one seen only at the start exited (its remaining time is lost from its role, but
     is in postgres_all, through the postmaster's reaped-children times).
     """
-    by_role = {"own": 0.0, "background": 0.0}
-    for pid, (role, cpu) in end.postgres.items():
-        if role in by_role:
-            before = start.postgres.get(pid, (role, 0.0))[1]
-            by_role[role] += max(0.0, cpu - before)
+    by_role = {}
+    for role in ("own", "background"):
+        before = start.per_pid[f"postgres_{role}"]
+        by_role[role] = sum(
+            max(0.0, cpu - before.get(pid, 0.0))
+            for pid, cpu in end.per_pid[f"postgres_{role}"].items()
+        )
     delta = {
-        "consumers": end.consumers - start.consumers,
+        "consumers": end.total("consumers") - start.total("consumers"),
         "postgres_backends": by_role["own"],
         "postgres_background": by_role["background"],
-        "postgres_all": end.postgres_all - start.postgres_all,
-        "broker": end.broker - start.broker,
+        "postgres_all": end.total("postgres_all") - start.total("postgres_all"),
+        "broker": end.total("broker") - start.total("broker"),
         "machine_busy": end.machine - start.machine,
-        "bench": end.bench - start.bench,
+        "bench": end.total("bench") - start.total("bench"),
     }
     delta["postgres_other_databases"] = (
         delta["postgres_all"] - by_role["own"] - by_role["background"]
@@ -180,8 +117,8 @@ class CpuProbe:
     """bench.consumer.WindowProbe that snapshots /proc when the clock starts and stops."""
 
     broker: int | None = field(default_factory=broker_pid)
-    start_snapshot: Snapshot | None = None
-    end_snapshot: Snapshot | None = None
+    start_snapshot: CpuSnapshot | None = None
+    end_snapshot: CpuSnapshot | None = None
 
     def start(self, process: subprocess.Popen[bytes]) -> None:
         self.start_snapshot = snapshot(process, self.broker)
