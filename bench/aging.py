@@ -263,6 +263,11 @@ def run() -> dict[str, object]:
     kept = scaled(int(FLOW_PER_S * retention_days * 86400), minimum=20_000)
     churn_target = scaled(CHURN_ROWS, minimum=20_000)
     ledger = _ledger()
+    # Retention runs first, as the housekeeping task does in production: what earlier
+    # runs added ages out and the fill below tops up with recent rows.
+    from events.housekeeping import inbox_entries_prune
+
+    pruned = inbox_entries_prune()
     _users(scaled(USERS, minimum=1000))
     inbox = _fill("events_inboxentry", INBOX_FILL_SQL, kept, {})
     notifications = _fill("reservations_notification", NOTIFICATION_FILL_SQL, kept, {})
@@ -281,6 +286,7 @@ def run() -> dict[str, object]:
             "outbox_churn_target": churn_target,
             "outbox_churned_total": ledger.get("events_outboxevent churn", (0, 0))[0],
             "this_run": {
+                "inbox_pruned": pruned,
                 "inbox": inbox,
                 "notifications": notifications,
                 "outbox_churn": churn,

@@ -8,12 +8,15 @@ database it measures (fresh or aged, see bench.databases).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,6 +75,11 @@ def emit(result: dict[str, object]) -> None:
     print(RESULT_MARK + json.dumps(result, default=str), flush=True)
 
 
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 def run_step(
     target: str,
     *,
@@ -91,15 +99,26 @@ def run_step(
         env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
+    # A step past its time, and whatever it started that still holds its stdout, is
+    # killed as a group: reading its output would otherwise wait forever.
+    watchdog = threading.Timer(timeout, _kill_group, [process.pid])
+    watchdog.start()
     result: dict[str, object] | None = None
     assert process.stdout is not None
-    for line in process.stdout:
-        if line.startswith(RESULT_MARK):
-            result = json.loads(line[len(RESULT_MARK) :])
-        else:
-            sys.stdout.write(line)
-    status = process.wait(timeout=timeout)
+    try:
+        for line in process.stdout:
+            if line.startswith(RESULT_MARK):
+                result = json.loads(line[len(RESULT_MARK) :])
+            else:
+                sys.stdout.write(line)
+        status = process.wait()
+    except BaseException:
+        _kill_group(process.pid)
+        raise
+    finally:
+        watchdog.cancel()
     if status != 0 or result is None:
         raise RuntimeError(f"bench step {target} failed (exit status {status})")
     result.setdefault("step_seconds", round(time.monotonic() - started, 1))

@@ -47,14 +47,13 @@ start() {
   ensure_cluster
   if is_running; then
     echo "postgres: already running on port $PG_PORT"
-    # A setting above that only a restart applies (a cluster made by an older version
-    # of this script) is applied now.
-    if [ "$(psql_admin -c "SELECT count(*) FROM pg_settings WHERE pending_restart")" != 0 ] ||
-       [ "$(psql_admin -c "SHOW track_commit_timestamp")" != on ]; then
-      echo "postgres: restarting to apply changed settings"
+    # Settings changed above (a cluster made by an older version of this script):
+    # reload, then restart if one of them only takes effect at a restart.
+    pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" reload
+    sleep 0.5
+    if [ "$(psql_admin -c "SELECT count(*) FROM pg_settings WHERE pending_restart")" != 0 ]; then
+      echo "postgres: restarting to apply changed settings (open connections are dropped)"
       pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" restart -m fast
-    else
-      pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" reload
     fi
   else
     pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start

@@ -93,8 +93,11 @@ def test_the_short_run_reports_every_figure_with_its_anchor(short_run) -> None:
     assert _positive(result["e2e_latency_ms"]["saturation"]["events_per_s"])
     for phase in ("rate_100", "rate_1000", "saturation"):
         assert _positive(result["pipeline_e2e_latency_ms"][phase]["p50"]), phase
-        for leg in ("commit_to_produce", "produce_to_handler_commit"):
-            assert _positive(result["e2e_legs_ms"][phase][leg]["p50"]), (phase, leg)
+        # Kafka timestamps are whole ms, so the first leg may read a little below 0.
+        assert result["e2e_legs_ms"][phase]["commit_to_produce"]["p50"] > -1, phase
+        assert _positive(
+            result["e2e_legs_ms"][phase]["produce_to_handler_commit"]["p50"]
+        )
     assert all(v is not None for v in result["ratios"].values()), result["ratios"]
     assert {(r["consumers"], r["partitions"]) for r in result["scaling"]["runs"]} == {
         (c, p) for c in (1, 2, 3) for p in (3, 6, 12)
@@ -104,12 +107,18 @@ def test_the_short_run_reports_every_figure_with_its_anchor(short_run) -> None:
 @pytest.mark.timeout(900)
 def test_the_short_run_loses_nothing(short_run) -> None:
     result, _ = short_run
-    assert result["crash_trials"] >= 2
-    assert result["lost_on_crash"] == 0, result.get("crash")
+    crash = result["crash"]
+    # The kills landed while effects were outstanding: the before design lost some.
+    assert crash["ours"]["pending_at_kill"] > 0, crash
+    assert result["before_design"]["lost_on_crash"] > 0, crash
+    assert result["lost_on_crash"] == 0, crash
     for run in result["retry_success"]["runs"]:
-        assert run["succeeded"] + run["dead_lettered"] == run["events"], run
+        assert run["lost"] == 0 and run["doubled"] == 0, run
+        assert run["seeded_prediction"]["events_not_as_predicted"] == 0, run
+        assert run["dlq_messages"] == run["dead_lettered"], run
     for phase, figures in result["api"]["phases"].items():
-        assert not figures.get("status_5xx"), (phase, figures)
+        bad = {c: n for c, n in figures["status_codes"].items() if c != "201"}
+        assert not bad, (phase, figures["status_codes"])  # "0": transport errors
 
 
 @pytest.mark.timeout(900)
