@@ -210,15 +210,24 @@ def _churn_outbox(target: int) -> dict[str, object]:
             time.sleep(0.5)
             if relay.poll() is not None:
                 raise RuntimeError("relay_outbox exited during the churn")
+            if not all(writer.is_alive() for writer in writers):
+                raise RuntimeError("an outbox writer died during the churn")
         stop.set()
         for writer in writers:
             writer.join()
+        deadline = time.monotonic() + 600
         while _pending() > 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the relay did not drain the churned outbox")
             time.sleep(0.2)
     finally:
         stop.set()
         relay.send_signal(signal.SIGTERM)
-        relay.wait(timeout=60)
+        try:
+            relay.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            relay.kill()
+            relay.wait()
     secs = time.monotonic() - started
     churned = sum(written)
     _record("events_outboxevent churn", churned, secs)

@@ -307,9 +307,15 @@ def _clock(
     measured by the join benchmark, not here.
     """
 
+    # Far beyond any healthy run: an event that never arrives (dead-lettered, or lost
+    # by the producer) fails the step instead of hanging it.
+    deadline = time.monotonic() + 120 + count / 500
+
     def handled() -> int:
         if process.poll() is not None:
             raise RuntimeError("run_consumers exited early")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} events not handled in time")
         return _handled() - start_count
 
     while handled() == 0:

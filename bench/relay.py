@@ -80,7 +80,11 @@ def drain(
     thread = threading.Thread(target=relay.run)
     started = time.perf_counter()
     thread.start()
+    deadline = time.monotonic() + 120 + count / 1000
     while _published(topic) < count:
+        if time.monotonic() > deadline or not thread.is_alive():
+            relay.stop()
+            raise RuntimeError(f"the relay did not send {count} events in time")
         time.sleep(0.01)
     elapsed = time.perf_counter() - started
     relay.stop()
