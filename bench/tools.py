@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from bench.harness import ROOT
@@ -37,10 +38,15 @@ def vegeta() -> Path:
     if binary.exists():
         return binary
     BIN.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [_go(), "install", f"{VEGETA_MODULE}@{VEGETA_VERSION}"],
-        cwd=ROOT,
-        env={**os.environ, "GOBIN": str(BIN)},
-        check=True,
-    )
+    # Built into a directory of its own and moved into place in one rename, so a
+    # second run installing at the same time (the suite beside `make bench`) never
+    # starts a half-written binary.
+    with tempfile.TemporaryDirectory(dir=BIN) as build:
+        subprocess.run(
+            [_go(), "install", f"{VEGETA_MODULE}@{VEGETA_VERSION}"],
+            cwd=ROOT,
+            env={**os.environ, "GOBIN": build},
+            check=True,
+        )
+        os.replace(Path(build) / "vegeta", binary)
     return binary
