@@ -34,6 +34,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.db import connection
 
 from bench import dbclock
@@ -124,8 +125,10 @@ def make_data(*, seats: int, users: int) -> tuple[list[int], list[str]]:
         batch_size=5000,
     )
     names = [f"bench-api-{tag}-{i}" for i in range(users)]
+    # Unusable passwords (the tokens are how these users sign in).
     User.objects.bulk_create(
-        [User(username=name, password="!") for name in names], batch_size=5000
+        [User(username=name, password=UNUSABLE_PASSWORD_PREFIX) for name in names],
+        batch_size=5000,
     )
     user_ids = User.objects.filter(username__in=names).values_list("pk", flat=True)
     tokens = [Token(key=Token.generate_key(), user_id=pk) for pk in user_ids]
