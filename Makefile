@@ -41,6 +41,8 @@ test: services
 	$(VENV)/ruff format --check .
 	$(VENV)/pytest
 
+# Every benchmark against Kafka's own tools (bench/): results/latest.json and REPORT.md.
+# About 10 minutes, plus 5-10 the first time (aging its database); BENCH_SCALE=0.2 is quicker.
 bench: migrate
 	$(VENV)/python -m bench
 
