@@ -186,8 +186,8 @@ def _outbox_writer(stop: threading.Event, rows: list[int], topic: str) -> None:
 
 def _churn_outbox(target: int) -> dict[str, object]:
     """Push `target` rows through the outbox with the real relay draining it."""
-    from events.conf import pipeline_settings
-    from events.topics import create_topics
+    from events.core.conf import pipeline_settings
+    from events.core.topics import create_topics
 
     topic = pipeline_settings().topic("reservation")
     create_topics()  # the relay checks that every topic of the pipeline exists
@@ -274,7 +274,7 @@ def run() -> dict[str, object]:
     ledger = _ledger()
     # Retention runs first, as the housekeeping task does in production: what earlier
     # runs added ages out and the fill below tops up with recent rows.
-    from events.housekeeping import inbox_entries_prune
+    from events.maintenance.housekeeping import inbox_entries_prune
 
     pruned = inbox_entries_prune()
     _users(scaled(USERS, minimum=1000))

@@ -20,7 +20,7 @@ from bench.harness import ROOT, scaled
 
 KAFKA_HOME = Path(os.environ.get("KAFKA_HOME", ROOT / ".local" / "kafka"))
 RECORD_BYTES = 1000
-# The relay's producer (events.kafka.build_producer): the same on both sides.
+# The relay's producer (events.core.kafka.build_producer): the same on both sides.
 PRODUCER_PROPS = {
     "acks": "all",
     "enable.idempotence": "true",
@@ -58,7 +58,7 @@ def _tool(main_class: str, *args: str, timeout: float = 300) -> str:
 
 
 def _topic(partitions: int) -> str:
-    from events.kafka import NewTopic, build_admin
+    from events.core.kafka import NewTopic, build_admin
 
     name = f"{os.environ['KAFKA_TOPIC_PREFIX']}anchor-{uuid.uuid4().hex[:6]}"
     admin = build_admin()

@@ -273,8 +273,8 @@ def e2e() -> dict[str, Any]:
     import psycopg
 
     from bench.setup import delete_topics
-    from events.conf import pipeline_settings
-    from events.topics import create_topics
+    from events.core.conf import pipeline_settings
+    from events.core.topics import create_topics
 
     dbclock.require_commit_timestamps()
     refuse_busy_port()

@@ -46,9 +46,9 @@ from bench.dbclock import (
     reservation_latencies_ms,
 )
 from bench.harness import percentiles, scaled, seconds
-from events.outbox import OutboxError
-from events.registry import handlers_accepting
-from events.types import Envelope, Event, new_event_id
+from events.core.outbox import OutboxError
+from events.core.registry import handlers_accepting
+from events.core.types import Envelope, Event, new_event_id
 
 logger = logging.getLogger(__name__)
 

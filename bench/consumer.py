@@ -27,7 +27,7 @@ import orjson
 from django.db import connection
 
 if TYPE_CHECKING:
-    from events.kafka import Producer
+    from events.core.kafka import Producer
 
 
 def _bench_users(n: int = 5000) -> list[int]:
@@ -47,9 +47,9 @@ def _bench_users(n: int = 5000) -> list[int]:
 
 
 def _produce(count: int, user_ids: list[int], producer: Producer | None = None) -> None:
-    from events.conf import pipeline_settings
-    from events.kafka import build_producer
-    from events.types import new_event_id
+    from events.core.conf import pipeline_settings
+    from events.core.kafka import build_producer
+    from events.core.types import new_event_id
 
     topic = pipeline_settings().topic("reservation")
     if producer is None:
@@ -155,7 +155,7 @@ def own_topics(partitions: int | None = None) -> Iterator[str]:
     from django.conf import settings
     from django.test import override_settings
 
-    from events.topics import create_topics, delete_topics_with_prefix
+    from events.core.topics import create_topics, delete_topics_with_prefix
 
     prefix = f"{settings.KAFKA_TOPIC_PREFIX}{uuid.uuid4().hex[:4]}-"
     overrides: dict[str, object] = {"KAFKA_TOPIC_PREFIX": prefix}
@@ -176,7 +176,7 @@ def consumer_env(**extra: str) -> dict[str, str]:
     KAFKA_CONSUMER_GROUP: left at the default, every bench and test process on this
     broker would join that one group and rebalance it for the others.
     """
-    from events.conf import pipeline_settings
+    from events.core.conf import pipeline_settings
 
     prefix = pipeline_settings().topic_prefix
     return {
@@ -237,13 +237,13 @@ def measure(
 
 
 def _prefix() -> str:
-    from events.conf import pipeline_settings
+    from events.core.conf import pipeline_settings
 
     return pipeline_settings().topic_prefix
 
 
 def _produce_in_one_transaction(count: int, users: list[int]) -> None:
-    from events.kafka import build_producer
+    from events.core.kafka import build_producer
 
     producer = build_producer(**{"transactional.id": f"{_prefix()}{uuid.uuid4().hex}"})
     producer.init_transactions(30)
@@ -262,8 +262,8 @@ def wait_until_settled(
     """Wait until `group` is stable with `members` members, each holding main-topic
     partitions (when there are enough) and all of them covered, for two looks in a row.
     """
-    from events.conf import pipeline_settings
-    from events.kafka import build_admin
+    from events.core.conf import pipeline_settings
+    from events.core.kafka import build_admin
 
     topic = pipeline_settings().topic("reservation")
     partitions = pipeline_settings().partitions
@@ -365,8 +365,8 @@ def join(*, rounds: int = 3, settle: float = 8.0) -> dict[str, object]:
     that moved to it delivered its first message. The slowest partition counts.
     `settle` is how long each consumer runs before the next step of a round.
     """
-    from events.conf import pipeline_settings
-    from events.topics import create_topics
+    from events.core.conf import pipeline_settings
+    from events.core.topics import create_topics
 
     create_topics()
     users = _bench_users()
@@ -393,7 +393,7 @@ def _join_round(users: list[int], settle: float) -> dict[str, object]:
     """One round of `join`: the moved partitions and when each delivered."""
     import threading
 
-    from events.conf import pipeline_settings
+    from events.core.conf import pipeline_settings
 
     env = consumer_env(LOG_LEVEL="INFO")
     group = f"{pipeline_settings().topic_prefix}join-{uuid.uuid4().hex[:6]}"
@@ -474,8 +474,8 @@ def failover(*, rounds: int = 3) -> dict[str, object]:
     """
     import threading
 
-    from events.conf import pipeline_settings
-    from events.topics import create_topics
+    from events.core.conf import pipeline_settings
+    from events.core.topics import create_topics
 
     create_topics()
     users = _bench_users()

@@ -221,8 +221,8 @@ def summary(done: list[Trial]) -> dict[str, Any]:
 
 
 def ours_trials(count: int) -> list[Trial]:
-    from events.conf import pipeline_settings
-    from events.topics import create_topics
+    from events.core.conf import pipeline_settings
+    from events.core.topics import create_topics
 
     create_topics()
     pipeline = Pipeline(f"{pipeline_settings().topic_prefix}crash-group")
@@ -237,7 +237,7 @@ def ours_trials(count: int) -> list[Trial]:
 def run() -> dict[str, object]:
     """Step `crash:run`: trials per design, effects lost to kill -9."""
     from bench.setup import delete_topics
-    from events.conf import pipeline_settings
+    from events.core.conf import pipeline_settings
 
     naive_relay.exit_on_sigterm()
     require_commit_timestamps()

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-# events.kafka owns the project's clients and re-exports what the pipeline uses; the
+# events.core.kafka owns the project's clients and re-exports what the pipeline uses; the
 # timestamp type and ConfigResource are only the bench's, so they come from here.
 from confluent_kafka import TIMESTAMP_CREATE_TIME
 from confluent_kafka.admin import ConfigResource
@@ -38,7 +38,7 @@ READ_TIMEOUT_S = 60.0
 
 def topic_timestamp_type(topic: str) -> str:
     """The topic's message.timestamp.type (CreateTime unless someone changed it)."""
-    from events.kafka import build_admin
+    from events.core.kafka import build_admin
 
     admin = build_admin()  # held until the answer: a freed client cancels it
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
@@ -54,7 +54,7 @@ def produce_times(topic: str, reservation_ids: set[int]) -> dict[str, Any]:
     Messages of other reservations (earlier phases) are read and left out; a message
     seen twice (at least once delivery) counts at its first produce.
     """
-    from events.kafka import OFFSET_BEGINNING, TopicPartition, build_consumer
+    from events.core.kafka import OFFSET_BEGINNING, TopicPartition, build_consumer
 
     consumer = build_consumer(f"bench-legs-{uuid.uuid4().hex[:8]}")
     try:

@@ -4,7 +4,7 @@
 for work; when there is some, it takes ONE row per transaction (`SELECT ... ORDER BY id
 LIMIT 1 FOR UPDATE SKIP LOCKED`), produces it, waits for that message's acknowledgement
 (`flush()`), deletes the row and commits; when the outbox is empty it sleeps 1 s. It
-uses the project's producer (events.kafka.build_producer: idempotent, acks=all) and
+uses the project's producer (events.core.kafka.build_producer: idempotent, acks=all) and
 builds each message exactly as our relay does (OutboxRelay._produce: key, value and
 headers from the row), so consumers cannot tell the two apart and the only difference
 measured is the relay's shape: one round trip to the broker and one commit per event,
@@ -43,9 +43,9 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from events.kafka import Producer, build_producer
-from events.relay import OutboxRelay, _record_delivery
-from events.relay_recorder import Outcome
+from events.core.kafka import Producer, build_producer
+from events.relay.outbox_relay import OutboxRelay, _record_delivery
+from events.relay.recorder import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def clear_orphans() -> int:
     at a time, each timing out after 30 s) and slow ours. Only `bench-` topics are
     touched.
     """
-    from events.kafka import build_admin
+    from events.core.kafka import build_admin
 
     existing = list(build_admin().list_topics(timeout=10).topics)
     with connection.cursor() as cursor:
@@ -245,8 +245,8 @@ def drain(*, count: int, window: float) -> dict[str, Any]:
     throughput) and ends after `window` seconds or when the outbox is empty.
     """
     from bench.relay import _fill
-    from events.conf import pipeline_settings
-    from events.topics import create_topics
+    from events.core.conf import pipeline_settings
+    from events.core.topics import create_topics
 
     prefix = pipeline_settings().topic_prefix
     topic = f"{prefix}naive-drain-topic"
@@ -305,8 +305,8 @@ def e2e(
     from bench import writer
     from bench.dbclock import last_reservation_id, reservation_latencies_ms
     from bench.harness import percentiles
-    from events.conf import pipeline_settings
-    from events.topics import create_topics
+    from events.core.conf import pipeline_settings
+    from events.core.topics import create_topics
 
     prefix = f"{pipeline_settings().topic_prefix}{design}-"
     seats = sum(int(rate * duration) for rate, duration in rates.items()) + 10
@@ -361,7 +361,7 @@ def run() -> dict[str, object]:
     from bench.dbclock import require_commit_timestamps
     from bench.harness import scaled, seconds
     from bench.setup import delete_topics
-    from events.conf import pipeline_settings
+    from events.core.conf import pipeline_settings
 
     exit_on_sigterm()
     require_commit_timestamps()

@@ -120,7 +120,7 @@ def _outbox_rows() -> list[dict[str, Any]]:
 
 
 def _holds_publish_lock(topic: str, key: str) -> bool:
-    from events.outbox import PUBLISH_LOCK_CLASS
+    from events.core.outbox import PUBLISH_LOCK_CLASS
 
     with connection.cursor() as cursor:
         cursor.execute(ADVISORY_SQL, [PUBLISH_LOCK_CLASS, f"{topic}/{key}"])
@@ -184,7 +184,7 @@ def _occurred_problems(envelope: dict[str, Any], row: dict[str, Any]) -> list[st
 
 def _decode_problems(text: str) -> list[str]:
     """What the consumers' decoder says about the payload."""
-    from events.types import PoisonMessage, decode
+    from events.core.types import PoisonMessage, decode
 
     try:
         decode(text.encode())
@@ -493,8 +493,8 @@ def e2e() -> dict[str, Any]:
     with the SQL writer, the real relay and `run_consumers --concurrency 2`."""
     import psycopg
 
-    from events.conf import pipeline_settings
-    from events.topics import create_topics
+    from events.core.conf import pipeline_settings
+    from events.core.topics import create_topics
 
     started = time.monotonic()
     exit_on_sigterm()
@@ -548,7 +548,7 @@ def result(
 
 
 def settings() -> dict[str, Any]:
-    from events.conf import pipeline_settings
+    from events.core.conf import pipeline_settings
 
     conf = pipeline_settings()
     return {

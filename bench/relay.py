@@ -62,9 +62,9 @@ def drain(
     `vacuum=False` leaves the table as autovacuum left it (the aged database's steady
     state): only ANALYZE, so the planner knows the new rows.
     """
-    from events.conf import pipeline_settings
-    from events.relay import OutboxRelay
-    from events.topics import create_topics
+    from events.core.conf import pipeline_settings
+    from events.core.topics import create_topics
+    from events.relay.outbox_relay import OutboxRelay
 
     topic = pipeline_settings().topic("reservation")
     create_topics([topic])
@@ -103,9 +103,9 @@ def drain(
 
 def latency(*, rate: int = 1000, seconds: float = 10.0) -> dict[str, object]:
     import events
-    from events.conf import pipeline_settings
+    from events.core.conf import pipeline_settings
+    from events.core.topics import create_topics
     from events.models import PublishedEvent
-    from events.topics import create_topics
     from tests.effects.event_types import TestPinged
 
     create_topics()

@@ -55,9 +55,9 @@ class Produced:
 
 def _produce(count: int, p: float, seed: str) -> Produced:
     from bench.flaky.event_types import FlakyPinged
-    from events.conf import pipeline_settings
-    from events.kafka import build_producer
-    from events.types import new_event_id
+    from events.core.conf import pipeline_settings
+    from events.core.kafka import build_producer
+    from events.core.types import new_event_id
 
     topic = pipeline_settings().topic("reservation")
     producer = build_producer()
@@ -119,7 +119,7 @@ def _retries_scheduled(produced: Produced) -> int:
 
 def _dlq_messages(dlq_topic: str) -> int:
     """Messages on the DLQ topic itself (the store's rows are checked against it)."""
-    from events.kafka import TopicPartition, build_consumer
+    from events.core.kafka import TopicPartition, build_consumer
 
     consumer = build_consumer(f"{dlq_topic}-count")
     try:
@@ -138,7 +138,7 @@ def _dlq_messages(dlq_topic: str) -> int:
 def _consume_all(produced: Produced, dlq_topic: str) -> float:
     """Run `run_consumers` until every event succeeded or was dead-lettered, or
     nothing changed for STALL_SECONDS; return the seconds it ran."""
-    from events.conf import pipeline_settings
+    from events.core.conf import pipeline_settings
 
     prefix = pipeline_settings().topic_prefix
     argv = [sys.executable, "manage.py", "run_consumers", "--topics", "reservation"]
@@ -192,7 +192,7 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def _one(p: float, count: int, attempts: int) -> dict[str, object]:
-    from events.conf import pipeline_settings
+    from events.core.conf import pipeline_settings
 
     seed = f"{SEED}:retry:{p}"
     with own_topics():
@@ -264,7 +264,7 @@ def _tally(
 
 def run() -> dict[str, object]:
     """Step `retry:run`: p = 0.1, 0.3, 0.5, one run of `count` events each."""
-    from events.conf import RetryPolicy, pipeline_settings
+    from events.core.conf import RetryPolicy, pipeline_settings
 
     attempts = pipeline_settings().retry.attempts
     policy = RetryPolicy(attempts=attempts, initial_backoff_ms=BACKOFF_MS)

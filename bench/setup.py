@@ -60,6 +60,6 @@ def machine() -> str:
 
 
 def delete_topics(prefix: str) -> None:
-    from events.topics import delete_topics_with_prefix
+    from events.core.topics import delete_topics_with_prefix
 
     delete_topics_with_prefix(prefix)

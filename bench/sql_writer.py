@@ -23,7 +23,7 @@ reservations.services.reservation_create:
 
 It skips the plain read the service makes before taking the lock (a read that spares
 a burst for one taken seat the lock queue; every seat here is free). Topic names, the
-lock class, the hold and the data fields come from Python (events.conf, events.outbox,
+lock class, the hold and the data fields come from Python (events.core.conf, events.core.outbox,
 the event dataclasses) when the functions are created, so the SQL cannot drift from
 them silently; bench.pipeline also compares a row of each type with one written by
 events.publish before it measures anything. Event ids are UUIDv7 (48-bit millisecond
@@ -54,8 +54,8 @@ import psycopg
 from psycopg import sql
 
 from bench.writer import HOLD_SECONDS, Fixture, SeatFeed, WriteResult, _run_threads
-from events.outbox import PUBLISH_LOCK_CLASS
-from events.types import Event
+from events.core.outbox import PUBLISH_LOCK_CLASS
+from events.core.types import Event
 from reservations.events import ReservationCreated, SeatReserved
 
 logger = logging.getLogger(__name__)

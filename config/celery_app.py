@@ -21,7 +21,7 @@ def _serve_metrics(**_: object) -> None:
     if port:
         from prometheus_client import start_http_server
 
-        from events.metrics import registry
+        from events.observability.metrics import registry
 
         start_http_server(port, registry=registry())
 

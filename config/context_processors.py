@@ -7,7 +7,11 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from events.housekeeping import PipelineSnapshot, consumer_group_lag, pipeline_snapshot
+from events.maintenance.housekeeping import (
+    PipelineSnapshot,
+    consumer_group_lag,
+    pipeline_snapshot,
+)
 
 
 @dataclass

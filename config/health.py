@@ -16,8 +16,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from events import metrics
-from events.kafka import KafkaException, build_admin
+from events.core.kafka import KafkaException, build_admin
+from events.observability import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from config.error_views import is_api_request, json_response
-from events.tracing import (
+from events.observability.tracing import (
     new_trace_id,
     reset_trace_id,
     set_trace_id,

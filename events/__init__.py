@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from events.core.types import Event
     from events.models import OutboxEvent
-    from events.types import Event
 
 
 def publish(event: Event, *, headers: dict[str, str] | None = None) -> OutboxEvent:
-    """Write `event` to the outbox in the caller's transaction (see events.outbox.publish)."""
-    from events.outbox import publish as _publish
+    """Write `event` to the outbox in the caller's transaction (see events.core.outbox.publish)."""
+    from events.core.outbox import publish as _publish
 
     return _publish(event, headers=headers)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from events.housekeeping import (
+from events.maintenance.housekeeping import (
     inbox_entries_prune,
     pipeline_gauges_refresh,
     published_events_prune,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from events.dispatch import current_event_id
-from events.registry import handler
-from events.types import PoisonMessage
+from events.consumer.dispatch import current_event_id
+from events.core.registry import handler
+from events.core.types import PoisonMessage
 from payments.events import PaymentCompleted
 from reservations.errors import InvalidState, NotFound
 from reservations.models import NotificationKind

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from events.types import Event
+from events.core.types import Event
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,7 +1,7 @@
 """Kafka handlers of the reservations app: what used to be in-process listeners.
 
 Each is a plain function registered per stream; the consumer runner gives it the inbox
-row, the transaction, retries and dead letters (see events.registry). The notifying
+row, the transaction, retries and dead letters (see events.core.registry). The notifying
 handlers take whole batches, so a burst of events costs one insert.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from events.registry import handler
-from events.types import Envelope, PoisonMessage
+from events.core.registry import handler
+from events.core.types import Envelope, PoisonMessage
 from reservations.errors import NotFound
 from reservations.events import (
     ReservationCancelled,

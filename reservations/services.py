@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 import events
-from events.bulk_insert import insert_skipping_present
+from events.core.bulk_insert import insert_skipping_present
 from reservations.errors import (
     AlreadyPaid,
     HoldExpired,

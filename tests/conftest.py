@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from events.conf import PipelineSettings, pipeline_settings
+from events.core.conf import PipelineSettings, pipeline_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +33,7 @@ def kafka_bootstrap() -> str:
 @pytest.fixture(scope="session")
 def kafka_topics(kafka_bootstrap: str) -> Iterator[PipelineSettings]:
     """Create every pipeline topic under this run's prefix; delete them afterwards."""
-    from events.topics import create_topics, delete_topics_with_prefix
+    from events.core.topics import create_topics, delete_topics_with_prefix
 
     conf = pipeline_settings()
     create_topics()
@@ -72,7 +72,7 @@ def subprocess_env(
 @pytest.fixture
 def fresh_topics(kafka_topics: PipelineSettings, settings: Any) -> PipelineSettings:
     """Topics and a consumer group of this test's own, so no other test's messages show."""
-    from events.topics import create_topics
+    from events.core.topics import create_topics
 
     label = uuid.uuid4().hex[:6]
     settings.KAFKA_TOPIC_PREFIX = f"{kafka_topics.topic_prefix}{label}-"

@@ -5,7 +5,13 @@ from __future__ import annotations
 import time
 import uuid
 
-from events.kafka import Message, NewTopic, TopicPartition, build_admin, build_consumer
+from events.core.kafka import (
+    Message,
+    NewTopic,
+    TopicPartition,
+    build_admin,
+    build_consumer,
+)
 
 
 def read_topic(

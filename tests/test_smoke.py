@@ -5,7 +5,7 @@ import uuid
 import pytest
 from django.db import connection
 
-from events.kafka import build_producer
+from events.core.kafka import build_producer
 from tests.kafka_helpers import header, make_topic, read_topic
 
 pytestmark = pytest.mark.django_db

@@ -5,7 +5,7 @@
   inbox row for every handler of its type, and each reservation, cancellation and
   payment the database holds has its event and its effect (a notification, a ticket).
 - Each key's events were handled in commit order: per key, outbox id order (commit
-  order, see events.outbox) equals the order of first arrival on Kafka and the order
+  order, see events.core.outbox) equals the order of first arrival on Kafka and the order
   of the inbox rows. Events that went through a retry topic are allowed to move (that
   is what a non-blocking retry does) and are counted apart.
 - The dead letters are exactly the injected poison.
@@ -19,9 +19,10 @@ from typing import Any
 
 from django.db import connection
 
-from events.conf import pipeline_settings
-from events.housekeeping import consumer_group_lag
-from events.kafka import TopicPartition, build_consumer
+from events.core.conf import pipeline_settings
+from events.core.kafka import TopicPartition, build_consumer
+from events.core.registry import handlers_accepting
+from events.maintenance.housekeeping import consumer_group_lag
 from events.models import (
     DeadLetter,
     InboxDuplicateCount,
@@ -29,7 +30,6 @@ from events.models import (
     OutboxEvent,
     PublishedEvent,
 )
-from events.registry import handlers_accepting
 from payments.models import Payment
 from reservations.models import Notification, Reservation, ReservationStatus, Ticket
 

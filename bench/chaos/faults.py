@@ -199,7 +199,7 @@ class Injector:
 
     def _poison(self) -> str:
         """Messages no handler can take, straight onto the main topics."""
-        from events.kafka import build_producer
+        from events.core.kafka import build_producer
 
         producer = build_producer()
         bodies = [

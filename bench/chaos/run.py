@@ -57,7 +57,7 @@ def run(config: ChaosConfig) -> dict[str, Any]:
     from bench.chaos import checker
     from bench.chaos.driver import Driver
     from bench.chaos.faults import Injector
-    from events.conf import pipeline_settings
+    from events.core.conf import pipeline_settings
 
     conf = pipeline_settings()
     stack = Stack(
@@ -255,7 +255,7 @@ def _recovery_by_kind(faults: list[Any]) -> dict[str, float | None]:
 def _clean_up(config: ChaosConfig, brokers: Brokers, database: str) -> None:
     from django.db import connections
 
-    from events.topics import delete_topics_with_prefix
+    from events.core.topics import delete_topics_with_prefix
 
     delete_topics_with_prefix(f"chaos-{config.label}-")
     connections.close_all()

@@ -14,9 +14,9 @@ from django.db.models import Max
 from bench.flaky import HANDLER_NAME
 from bench.flaky.chance import fails
 from bench.flaky.event_types import FlakyPinged
-from events.dispatch import current_event_id
+from events.consumer.dispatch import current_event_id
+from events.core.registry import handler
 from events.models import FailedAttempt
-from events.registry import handler
 
 
 def _attempt() -> int:

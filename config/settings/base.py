@@ -205,7 +205,7 @@ SEAT_HOLD_SWEEP_SECONDS = env.float("SEAT_HOLD_SWEEP_SECONDS", default=30.0)
 # --- Celery (periodic housekeeping) ---------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
-# The worker serves its metrics here (0: not at all); see events.metrics.
+# The worker serves its metrics here (0: not at all); see events.observability.metrics.
 CELERY_METRICS_PORT = env.int("CELERY_METRICS_PORT", default=0)
 # Retention of the delivery log (PublishedEvent) and of the inbox (InboxEntry). The
 # inbox must outlive any redelivery: keep it longer than the topics' retention.

@@ -8,9 +8,9 @@ from collections import Counter
 
 from django.db import connection
 
-from events.conf import RetryPolicy
-from events.registry import RetryMode, handler
-from events.types import PoisonMessage
+from events.core.conf import RetryPolicy
+from events.core.registry import RetryMode, handler
+from events.core.types import PoisonMessage
 from tests.effects.event_types import TestOrdered, TestPinged
 from tests.effects.models import Effect
 

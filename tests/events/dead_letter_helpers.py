@@ -14,9 +14,10 @@ from typing import Any
 
 from django.db import connection
 
-from events import dead_letters as dl
-from events.conf import PipelineSettings
-from events.dead_letter_store import DeadLetterStoreRunner, encode_headers
+from events.core import headers as dl
+from events.core.conf import PipelineSettings
+from events.dead_letters.rows import encode_headers
+from events.dead_letters.store import DeadLetterStoreRunner
 from events.models import DeadLetter
 
 _offsets = itertools.count(1_000_000)
@@ -101,7 +102,7 @@ def make_dead_letter(
 
 def read_all(topic: str, *, expected: int = 0, timeout: float = 3.0) -> list:
     """`read_topic`, waiting out a just-created topic that has no leader yet."""
-    from events.kafka import KafkaException
+    from events.core.kafka import KafkaException
     from tests.kafka_helpers import read_topic
 
     deadline = time.monotonic() + 15

@@ -8,7 +8,7 @@ from collections import defaultdict
 
 from django.db import connection
 
-from events.kafka import Message
+from events.core.kafka import Message
 
 
 def insert_outbox_rows(

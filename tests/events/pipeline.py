@@ -13,10 +13,10 @@ from typing import Any
 
 from django.db import connection
 
-from events.conf import pipeline_settings
-from events.consumer import ConsumerRunner
-from events.kafka import build_producer
-from events.types import Event, new_envelope
+from events.consumer.runner import ConsumerRunner
+from events.core.conf import pipeline_settings
+from events.core.kafka import build_producer
+from events.core.types import Event, new_envelope
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from events.relay import OutboxRelay
+from events.relay.outbox_relay import OutboxRelay
 
 ROOT = Path(__file__).resolve().parents[2]
 

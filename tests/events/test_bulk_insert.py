@@ -7,7 +7,7 @@ import uuid
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from events.bulk_insert import insert_skipping_present
+from events.core.bulk_insert import insert_skipping_present
 from events.models import InboxEntry
 
 pytestmark = pytest.mark.django_db(transaction=True)

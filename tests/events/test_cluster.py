@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from events.kafka import Message, build_admin, build_producer
-from events.topics import create_topics, delete_topics_with_prefix
+from events.core.kafka import Message, build_admin, build_producer
+from events.core.topics import create_topics, delete_topics_with_prefix
 from tests.conftest import ROOT
 from tests.kafka_helpers import read_topic
 

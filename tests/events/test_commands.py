@@ -8,7 +8,7 @@ import uuid
 import pytest
 from django.core.management import CommandError, call_command
 
-from events.kafka import build_admin
+from events.core.kafka import build_admin
 
 pytestmark = pytest.mark.django_db
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from events import dead_letters as dl
-from events.kafka import TopicPartition, build_consumer
+from events.core import headers as dl
+from events.core.kafka import TopicPartition, build_consumer
 from events.models import FailedAttempt, InboxDuplicateCount, InboxEntry
 from tests.conftest import child_env
 from tests.effects.event_types import TestOrdered, TestPinged
@@ -67,7 +67,7 @@ def test_a_handler_that_keeps_breaking_its_connection_gives_up_after_the_limit(
 ) -> None:
     """Blamed on the database five times, then the handler's own failure: it goes to
     the retry topic instead of stalling its partitions forever."""
-    from events.dispatch import DATABASE_FAULT_LIMIT
+    from events.consumer.dispatch import DATABASE_FAULT_LIMIT
 
     [event_id] = send_events(
         TestPinged(
@@ -218,7 +218,7 @@ def test_poison_messages_are_dead_lettered_at_once(fresh_topics) -> None:
     assert {header(m, dl.DLT_ATTEMPTS) for m in letters} == {"1"}
     assert sorted(m.value() for m in letters[:6]) == sorted(bad_values)
     fqcns = {header(m, dl.DLT_EXCEPTION_FQCN) for m in letters}
-    assert fqcns == {"events.types.PoisonMessage"}
+    assert fqcns == {"events.core.types.PoisonMessage"}
     messages = {header(m, dl.DLT_EXCEPTION_MESSAGE) for m in letters}
     assert any("not JSON" in m for m in messages)
     assert any("unknown event type" in m for m in messages)

@@ -8,15 +8,16 @@ import uuid
 
 import pytest
 
-from events import dead_letters as dl
-from events.dead_letter_store import decode_headers, store_dead_letters, store_group
-from events.kafka import TopicPartition, build_consumer
-from events.models import DeadLetter, DeadLetterAction, FailedAttempt, InboxEntry
-from events.requeue import (
+from events.core import headers as dl
+from events.core.kafka import TopicPartition, build_consumer
+from events.dead_letters.requeue import (
     dead_letter_discard,
     dead_letter_requeue,
     dead_letter_resolve,
 )
+from events.dead_letters.rows import decode_headers
+from events.dead_letters.store import store_dead_letters, store_group
+from events.models import DeadLetter, DeadLetterAction, FailedAttempt, InboxEntry
 from tests.effects.event_types import TestPinged
 from tests.effects.models import Effect
 from tests.events.dead_letter_helpers import (
@@ -149,7 +150,7 @@ def test_store_keeps_one_row_per_dlq_message_however_often_it_is_read(
         headers=[
             ("bin", b"\x00\xff"),
             (dl.DLT_ORIGINAL_TOPIC, b"somewhere"),
-            (dl.DLT_EXCEPTION_FQCN, b"events.types.PoisonMessage"),
+            (dl.DLT_EXCEPTION_FQCN, b"events.core.types.PoisonMessage"),
         ],
     )
     messages = read_topic(dlq, expected=1)
@@ -164,7 +165,7 @@ def test_store_keeps_one_row_per_dlq_message_however_often_it_is_read(
     [letter] = DeadLetter.objects.all()
     assert letter.payload is None and letter.event_id is None
     assert bytes(letter.value) == b"\xff not json"
-    assert letter.error_class == "events.types.PoisonMessage"
+    assert letter.error_class == "events.core.types.PoisonMessage"
     assert decode_headers(letter.headers)[0] == ("bin", b"\x00\xff")
 
 

@@ -13,7 +13,7 @@ from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from events import requeue
+from events.dead_letters import requeue
 from events.models import DeadLetter, DeadLetterAction, InboxEntry
 from tests.events.dead_letter_helpers import make_dead_letter, ping_envelope, read_all
 from tests.kafka_helpers import header
@@ -357,7 +357,7 @@ def test_changelist_shows_status_topic_key_error_message_counts_and_seconds(
     long_message = "reservation 48213 has no seat " + "x" * 200
     failed_at = datetime(2026, 11, 25, 12, 34, 56, 789000, tzinfo=UTC)
     DeadLetter.objects.filter(pk=letter.pk).update(
-        error_class="events.types.PoisonMessage",
+        error_class="events.core.types.PoisonMessage",
         error_message=long_message,
         attempts=4,
         replay_count=2,
@@ -381,8 +381,10 @@ def test_changelist_shows_status_topic_key_error_message_counts_and_seconds(
     cell = re.search(r'<td class="field-error_summary">(.*?)</td>', page).group(1)
     shown = re.search(r">(.*)</span>", cell).group(1)
     assert shown.startswith("PoisonMessage: reservation 48213 has no seat xxx")
-    assert "events.types" not in shown and len(shown) <= len("PoisonMessage: ") + 80
-    assert f'title="events.types.PoisonMessage: {long_message}"' in cell
+    assert (
+        "events.core.types" not in shown and len(shown) <= len("PoisonMessage: ") + 80
+    )
+    assert f'title="events.core.types.PoisonMessage: {long_message}"' in cell
     assert '<td class="field-attempts">4</td>' in page
     assert '<td class="field-replays">2</td>' in page
     assert ">2026-11-25 12:34:56</time>" in page

@@ -21,8 +21,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from events import dead_letters as dl
-from events.dead_letter_store import encode_headers
+from events.core import headers as dl
+from events.dead_letters.rows import encode_headers
 from events.models import DeadLetter
 from tests.events.dead_letter_helpers import make_dead_letter, ping_envelope, read_all
 from tests.kafka_helpers import header
@@ -86,7 +86,7 @@ def lived_in_dead_letters() -> list[DeadLetter]:
             "reservation-topic",
             "ReservationCreated",
             "reservation-48213",
-            "events.types.PoisonMessage",
+            "events.core.types.PoisonMessage",
             "ReservationCreated data is invalid: Expected `int`, got `str` - at "
             "`$.price`; the producer on web-3 still sends prices as strings",
             1,
@@ -109,7 +109,7 @@ def lived_in_dead_letters() -> list[DeadLetter]:
             "seat-reserved-topic",
             "",
             "seat-1207",
-            "events.types.PoisonMessage",
+            "events.core.types.PoisonMessage",
             "value is not JSON: JSON is malformed: invalid character (byte 0)",
             1,
             0,
@@ -120,7 +120,7 @@ def lived_in_dead_letters() -> list[DeadLetter]:
             "seat-hold-expired-topic",
             "SeatHoldExpired",
             "seat-0873",
-            "events.types.PoisonMessage",
+            "events.core.types.PoisonMessage",
             "unknown event type or version: 'SeatHoldExpired' v2",
             1,
             0,

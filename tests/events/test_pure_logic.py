@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events import dead_letters as dl
-from events.conf import RetryPolicy, pipeline_settings
-from events.dlq_guard import DeadLetterRateGuard
-from events.types import PoisonMessage, decode, new_envelope, new_event_id
+from events.consumer.storm_guard import DeadLetterRateGuard
+from events.core import headers as dl
+from events.core.conf import RetryPolicy, pipeline_settings
+from events.core.types import PoisonMessage, decode, new_envelope, new_event_id
 from tests.effects.event_types import TestPinged
 
 

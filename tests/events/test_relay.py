@@ -13,9 +13,9 @@ import pytest
 from django.db import connection, transaction
 
 import events
+from events.core.outbox import OutboxError
 from events.models import OutboxEvent, PublishedEvent
-from events.outbox import OutboxError
-from events.relay import OutboxRelay, Window
+from events.relay.outbox_relay import OutboxRelay, Window
 from tests.effects.event_types import TestPinged
 from tests.events.outbox_rows import (
     first_occurrences,

@@ -34,7 +34,7 @@ class JsonLines(logging.Handler):
 @contextmanager
 def json_log_lines(*names: str) -> Iterator[JsonLines]:
     """Attach a JsonLines handler to the root logger and to `names` (which may not
-    propagate, like events.audit) at INFO for the duration."""
+    propagate, like events.observability.audit) at INFO for the duration."""
     capture = JsonLines()
     loggers = [logging.getLogger(), *(logging.getLogger(n) for n in names)]
     levels = [lg.level for lg in loggers]

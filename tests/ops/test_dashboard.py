@@ -10,7 +10,7 @@ import yaml
 from prometheus_client import Counter, Gauge, Histogram, Summary
 from prometheus_client.metrics import MetricWrapperBase
 
-from events import metrics
+from events.observability import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "ops/grafana/dashboards").glob("*.json"))
@@ -19,7 +19,7 @@ PROMQL_WORDS |= {"bool", "and", "or", "unless", "offset", "inf", "nan"}
 
 
 def exported_series() -> set[str]:
-    """Every sample name the events.metrics module can expose."""
+    """Every sample name the events.observability.metrics module can expose."""
     names: set[str] = set()
     for value in vars(metrics).values():
         if not isinstance(value, MetricWrapperBase):

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 
 import events
 from config.celery_app import app
-from events.housekeeping import pipeline_gauges_refresh
+from events.maintenance.housekeeping import pipeline_gauges_refresh
 from events.models import InboxEntry, OutboxEvent, PublishedEvent
 from events.tasks import (
     prune_inbox_entries,

@@ -7,7 +7,7 @@ from django.db import transaction
 from prometheus_client import REGISTRY
 
 import events
-from events.audit import DEAD_LETTERED, PROCESSED, PUBLISHED, RETRIED
+from events.observability.audit import DEAD_LETTERED, PROCESSED, PUBLISHED, RETRIED
 from tests.effects.event_types import TestPinged
 from tests.effects.models import Effect
 from tests.events.pipeline import running_consumer

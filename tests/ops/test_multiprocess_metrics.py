@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 INCREMENT = """
 import django
 django.setup()
-from events import metrics
+from events.observability import metrics
 metrics.OUTBOX_PUBLISHED.labels(topic="mp-topic").inc({n})
 metrics.OUTBOX_BACKLOG.set({n})
 """

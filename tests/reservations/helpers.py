@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from events.conf import pipeline_settings
+from events.core.conf import pipeline_settings
 from events.models import OutboxEvent
 
 

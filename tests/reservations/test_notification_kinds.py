@@ -7,10 +7,10 @@ import pytest
 from django.db import IntegrityError, transaction
 from drf_spectacular.generators import SchemaGenerator
 
-from events.dispatch import _current_event_id
+from events.consumer.dispatch import _current_event_id
+from events.core.registry import handlers_accepting
+from events.core.types import Envelope, decode
 from events.models import OutboxEvent
-from events.registry import handlers_accepting
-from events.types import Envelope, decode
 from payments.services import payment_process, wallet_charge
 from reservations.models import Notification, NotificationKind
 from reservations.services import (

@@ -31,7 +31,7 @@ from django.db import transaction
 from django.test import Client
 from django.urls import reverse
 
-from events.conf import pipeline_settings
+from events.core.conf import pipeline_settings
 from events.models import (
     DeadLetter,
     DeadLetterAction,

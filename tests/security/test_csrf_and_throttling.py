@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from events.conf import pipeline_settings
+from events.core.conf import pipeline_settings
 from events.models import DeadLetter, DeadLetterAction
 from payments.models import Payment, Wallet
 from payments.services import wallet_charge

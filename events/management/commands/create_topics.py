@@ -6,9 +6,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from events.conf import pipeline_settings
-from events.kafka import KafkaException
-from events.topics import create_topics
+from events.core.conf import pipeline_settings
+from events.core.kafka import KafkaException
+from events.core.topics import create_topics
 
 
 class Command(BaseCommand):

@@ -8,9 +8,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from events.conf import pipeline_settings
-from events.kafka import KafkaException, missing_topics
-from events.relay import OutboxRelay
+from events.core.conf import pipeline_settings
+from events.core.kafka import KafkaException, missing_topics
+from events.relay.outbox_relay import OutboxRelay
 
 logger = logging.getLogger("events.relay")
 

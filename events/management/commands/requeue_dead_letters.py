@@ -9,9 +9,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 from django.utils import timezone
 
-from events.conf import pipeline_settings
+from events.core.conf import pipeline_settings
+from events.dead_letters.requeue import MAX_REPLAYS, REQUEUEABLE, dead_letter_requeue
 from events.models import DeadLetter
-from events.requeue import MAX_REPLAYS, REQUEUEABLE, dead_letter_requeue
 
 
 class Command(BaseCommand):

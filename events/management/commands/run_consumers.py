@@ -15,12 +15,12 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from events import gc_tuning
-from events.conf import pipeline_settings
-from events.consumer import ConsumerRunner
-from events.dead_letter_store import DeadLetterStoreRunner
-from events.kafka import KafkaException, missing_topics
-from events.registry import handlers_for
+from events.consumer import gc_tuning
+from events.consumer.runner import ConsumerRunner
+from events.core.conf import pipeline_settings
+from events.core.kafka import KafkaException, missing_topics
+from events.core.registry import handlers_for
+from events.dead_letters.store import DeadLetterStoreRunner
 
 logger = logging.getLogger("events.consumer")
 

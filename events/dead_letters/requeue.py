@@ -17,9 +17,9 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
-from events.dead_letter_store import REPLAY_COUNT, REQUEUED_FROM, decode_headers
-from events.dead_letters import PIPELINE_HEADERS
-from events.kafka import KafkaError, Message, build_producer
+from events.core.headers import PIPELINE_HEADERS, REPLAY_COUNT, REQUEUED_FROM
+from events.core.kafka import KafkaError, Message, build_producer
+from events.dead_letters.rows import decode_headers
 from events.models import DeadLetter, DeadLetterAction
 
 logger = logging.getLogger(__name__)

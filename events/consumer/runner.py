@@ -14,25 +14,25 @@ from typing import Any
 
 from django.db import DatabaseError, close_old_connections
 
-from events import audit, metrics
-from events.conf import PipelineSettings, RetryPolicy, pipeline_settings
-from events.dead_letters import (
-    RETRY_ATTEMPT,
-    RETRY_DUE_AT_MS,
-    RETRY_HANDLER,
-    dead_letter_headers,
-    header_map,
-    retry_headers,
-)
-from events.dispatch import (
+from events.consumer.dispatch import (
     Coordinates,
     Unit,
     audit_unit,
     is_poison,
     run_optimistically,
 )
-from events.dlq_guard import DeadLetterRateGuard
-from events.kafka import (
+from events.consumer.storm_guard import DeadLetterRateGuard
+from events.core.conf import PipelineSettings, RetryPolicy, pipeline_settings
+from events.core.headers import (
+    RETRY_ATTEMPT,
+    RETRY_DUE_AT_MS,
+    RETRY_HANDLER,
+    TRACE_ID,
+    dead_letter_headers,
+    header_map,
+    retry_headers,
+)
+from events.core.kafka import (
     KafkaError,
     KafkaException,
     Message,
@@ -40,9 +40,10 @@ from events.kafka import (
     build_consumer,
     build_producer,
 )
+from events.core.registry import HandlerSpec, RetryMode, handlers_accepting
+from events.core.types import PoisonMessage, decode
 from events.models import FailedAttempt
-from events.registry import HandlerSpec, RetryMode, handlers_accepting
-from events.types import PoisonMessage, decode
+from events.observability import audit, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class ConsumerRunner:
       broker acknowledged any retry or dead-letter message it caused). A redelivered
       event finds its inbox row and changes nothing.
     - Batches: a consumed batch runs in one transaction with one inbox insert and a
-      savepoint per multi-row insert (events.bulk_insert), none per event. At the
+      savepoint per multi-row insert (events.core.bulk_insert), none per event. At the
       first failure it is rolled back and split there: the events before it run
       again, the failed one is retried or dead-lettered on its own, so every event
       keeps its own outcome and each failure is seen once. Handlers run again after
@@ -283,7 +284,7 @@ class ConsumerRunner:
             attempt = _int(headers[RETRY_ATTEMPT]) or 1
         # Shared by the units of this message: replaced (next_attempt), never changed.
         where = Coordinates(
-            topic, partition, message.offset(), attempt, headers.get("trace_id")
+            topic, partition, message.offset(), attempt, headers.get(TRACE_ID)
         )
         try:
             envelope = decode(message.value())

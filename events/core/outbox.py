@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from django.db import connection
 
-from events.conf import pipeline_settings
+from events.core import headers as headers_
+from events.core.conf import pipeline_settings
+from events.core.types import Event, new_envelope
 from events.models import OutboxEvent
-from events.tracing import current_trace_id, new_trace_id
-from events.types import Event, new_envelope
+from events.observability.tracing import current_trace_id, new_trace_id
 
 # First key of the two-key advisory lock space used for per-key publish ordering.
 PUBLISH_LOCK_CLASS = 7_001
@@ -42,10 +43,10 @@ def publish(event: Event, *, headers: dict[str, str] | None = None) -> OutboxEve
         )
     event_id, envelope = new_envelope(event)
     all_headers = {
-        "event_id": str(event_id),
-        "event_type": event.event_type,
-        "schema_version": str(event.version),
-        "trace_id": current_trace_id() or new_trace_id(),
+        headers_.EVENT_ID: str(event_id),
+        headers_.EVENT_TYPE: event.event_type,
+        headers_.SCHEMA_VERSION: str(event.version),
+        headers_.TRACE_ID: current_trace_id() or new_trace_id(),
     }
     if headers:
         all_headers.update(headers)

@@ -7,8 +7,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from events.conf import pipeline_settings
-from events.kafka import AdminClient, KafkaError, NewTopic, build_admin
+from events.core.conf import pipeline_settings
+from events.core.kafka import AdminClient, KafkaError, NewTopic, build_admin
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,11 @@
-"""Headers that carry a message's history through retry and dead-letter topics.
+"""The header vocabulary: every Kafka header name the pipeline writes or reads, and codecs.
 
-Dead-letter headers use Spring Kafka's `kafka_dlt-*` names, so tools written for Spring's
-DeadLetterPublishingRecoverer can read our DLQs; the retry headers are our own.
+The relay, the consumer, the dead-letter publisher, the store and requeue all name
+headers through this module, so a header is spelled once. Three families:
+- the event's own headers (written by `publish`, carried unchanged everywhere);
+- retry bookkeeping (`x-retry-*`, `x-original-*`): our own names;
+- dead-letter headers: Spring Kafka's `kafka_dlt-*` names where Spring has them, and
+  our own prefix for what Spring does not write.
 """
 
 from __future__ import annotations
@@ -12,6 +16,16 @@ from dataclasses import dataclass
 
 MAX_TRACEBACK_BYTES = 8_192
 MAX_MESSAGE_BYTES = 2_048
+
+# The event's own headers: written by events.core.outbox.publish on every event.
+EVENT_ID = "event_id"
+EVENT_TYPE = "event_type"
+TRACE_ID = "trace_id"
+SCHEMA_VERSION = "schema_version"
+
+# Added by requeue (events.dead_letters.requeue) to a dead letter sent back.
+REPLAY_COUNT = "x-replay-count"
+REQUEUED_FROM = "x-requeued-from"
 
 RETRY_HANDLER = "x-retry-handler"
 RETRY_ATTEMPT = "x-retry-attempt"

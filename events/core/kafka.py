@@ -21,7 +21,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from events.conf import pipeline_settings
+from events.core.conf import pipeline_settings
 
 __all__ = [
     "OFFSET_BEGINNING",

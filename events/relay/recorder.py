@@ -15,8 +15,8 @@ from typing import Any
 
 import psycopg
 
-from events import metrics
-from events.kafka import PERMANENT_PRODUCE_ERRORS, KafkaError
+from events.core.kafka import PERMANENT_PRODUCE_ERRORS, KafkaError
+from events.observability import metrics
 
 logger = logging.getLogger("events.relay")
 

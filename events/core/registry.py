@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from events.conf import RetryPolicy
-from events.types import Event
+from events.core.conf import RetryPolicy
+from events.core.types import Event
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,7 +65,7 @@ def handler(
     name (module.function unless given) keys its inbox rows: renaming a handler makes
     it see old events as new.
 
-    With `batch=True` the function takes a list of `events.types.Envelope` (the
+    With `batch=True` the function takes a list of `events.core.types.Envelope` (the
     new events of a consumed batch, in order, `.event` being the typed event) and does
     its work for all of them at once, e.g. one bulk insert. If it raises, the runner
     calls it again with one envelope at a time to find the event that fails, so each

@@ -16,8 +16,8 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from events import metrics
-from events.conf import pipeline_settings
+from events.core.conf import pipeline_settings
+from events.observability import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def consumer_group_lag(
     """Lag of the consumer group per (topic, partition) of `topics` (the main topics
     by default), from the broker: high watermark minus committed offset. None if
     Kafka does not answer."""
-    from events.kafka import KafkaException, TopicPartition, build_consumer
+    from events.core.kafka import KafkaException, TopicPartition, build_consumer
 
     conf = pipeline_settings()
     if topics is None:

@@ -23,13 +23,13 @@ from django.core.exceptions import ValidationError
 from django.db import InterfaceError, OperationalError, connection, transaction
 from psycopg import errors as pg_errors
 
-from events import audit, metrics
-from events.bulk_insert import insert_skipping_present
-from events.dead_letters import Origin, origin_of
-from events.kafka import Message
-from events.registry import HandlerSpec
-from events.tracing import reset_trace_id, set_trace_id
-from events.types import Envelope, PoisonMessage
+from events.core.bulk_insert import insert_skipping_present
+from events.core.headers import Origin, origin_of
+from events.core.kafka import Message
+from events.core.registry import HandlerSpec
+from events.core.types import Envelope, PoisonMessage
+from events.observability import audit, metrics
+from events.observability.tracing import reset_trace_id, set_trace_id
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def _count(counter: Any, units: list[Unit]) -> None:
 
 
 def audit_unit(outcome: str, unit: Unit, error: BaseException | None = None) -> None:
-    """Write the audit line of one unit's outcome (see events.audit)."""
+    """Write the audit line of one unit's outcome (see events.observability.audit)."""
     audit.audit(
         outcome,
         event_id=unit.envelope.event_id if unit.envelope else None,

@@ -20,9 +20,9 @@ import orjson
 import psycopg
 from django.db import connections
 
-from events import audit, metrics
-from events.conf import pipeline_settings
-from events.kafka import (
+from events.core import headers as h
+from events.core.conf import pipeline_settings
+from events.core.kafka import (
     PERMANENT_PRODUCE_ERRORS,
     KafkaError,
     KafkaException,
@@ -30,7 +30,8 @@ from events.kafka import (
     Producer,
     build_producer,
 )
-from events.relay_recorder import Batch, Outcome, Recorder
+from events.observability import audit, metrics
+from events.relay.recorder import Batch, Outcome, Recorder
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ class OutboxRelay:
     - One leader: `run()` first takes a PostgreSQL session advisory lock. A second
       relay waits as a hot standby and takes over within one poll interval of the
       leader's death, because PostgreSQL frees the lock when the session ends. With one
-      sender and per-key commit order equal to id order (see events.outbox.publish),
+      sender and per-key commit order equal to id order (see events.core.outbox.publish),
       every key's events reach their partition in commit order, also across a crash.
     - At least once: a row leaves the outbox only after the broker acknowledged it
       (acks=all, idempotent producer). A crash between acknowledgement and recording
@@ -583,12 +584,12 @@ def _audit_published(batch: Batch) -> None:
             meta = orjson.loads(headers)
             audit.audit(
                 audit.PUBLISHED,
-                event_id=meta.get("event_id"),
-                event_type=meta.get("event_type"),
+                event_id=meta.get(h.EVENT_ID),
+                event_type=meta.get(h.EVENT_TYPE),
                 topic=topic,
                 partition=partition,
                 offset=offset,
-                trace_id=meta.get("trace_id"),
+                trace_id=meta.get(h.TRACE_ID),
             )
 
 
