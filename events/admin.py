@@ -4,7 +4,10 @@ The dead-letter pages are the dead-letter product's (events.dead_letters.admin);
 register when this module, which Django's admin autodiscovery imports, imports them.
 """
 
+from __future__ import annotations
+
 import json
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -21,15 +24,27 @@ from events.models import (
     PublishedEvent,
 )
 
+if TYPE_CHECKING:
+    # ModelAdmin is generic only in django-stubs.
+    _OutboxEventAdmin = admin.ModelAdmin[OutboxEvent]
+    _PublishedEventAdmin = admin.ModelAdmin[PublishedEvent]
+    _InboxEntryAdmin = admin.ModelAdmin[InboxEntry]
+    _FailedAttemptAdmin = admin.ModelAdmin[FailedAttempt]
+else:
+    _OutboxEventAdmin = _PublishedEventAdmin = admin.ModelAdmin
+    _InboxEntryAdmin = _FailedAttemptAdmin = admin.ModelAdmin
+
 
 class OutboxStateFilter(admin.SimpleListFilter):
     title = "state"
     parameter_name = "state"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
         return [("pending", "pending"), ("parked", "parked")]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value() == "pending":
             return queryset.filter(parked_at__isnull=True)
         if self.value() == "parked":
@@ -38,7 +53,7 @@ class OutboxStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(admin.ModelAdmin):
+class OutboxEventAdmin(_OutboxEventAdmin):
     """The backlog (pending rows) and the parked rows the broker refused."""
 
     list_display = (
@@ -54,10 +69,11 @@ class OutboxEventAdmin(admin.ModelAdmin):
     list_filter = (OutboxStateFilter, "event_type", "topic")
     search_fields = ("event_id", "key", "aggregate_id", "last_error")
     # The payload column is text holding JSON; shown pretty-printed, not as a dict.
-    readonly_fields = fields = [
+    readonly_fields = tuple(
         "payload_json" if f.name == "payload" else f.name
         for f in OutboxEvent._meta.fields
-    ]
+    )
+    fields = readonly_fields
     actions = ("republish",)
 
     @admin.display(description="payload")
@@ -70,7 +86,7 @@ class OutboxEventAdmin(admin.ModelAdmin):
     @admin.action(
         description="Re-publish selected parked events", permissions=["change"]
     )
-    def republish(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def republish(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> None:
         count = queryset.filter(parked_at__isnull=False).update(
             parked_at=None, last_error=""
         )
@@ -82,7 +98,7 @@ class OutboxEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(PublishedEvent)
-class PublishedEventAdmin(admin.ModelAdmin):
+class PublishedEventAdmin(_PublishedEventAdmin):
     """Where each acknowledged event landed: topic, partition, offset."""
 
     list_display = (
@@ -102,12 +118,14 @@ class PublishedEventAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+    def has_change_permission(
+        self, request: HttpRequest, obj: PublishedEvent | None = None
+    ) -> bool:
         return False
 
 
 @admin.register(InboxEntry)
-class InboxEntryAdmin(admin.ModelAdmin):
+class InboxEntryAdmin(_InboxEntryAdmin):
     list_display = (
         "event_id",
         "handler",
@@ -125,7 +143,7 @@ class InboxEntryAdmin(admin.ModelAdmin):
 
 
 @admin.register(FailedAttempt)
-class FailedAttemptAdmin(admin.ModelAdmin):
+class FailedAttemptAdmin(_FailedAttemptAdmin):
     list_display = (
         "event_id",
         "handler",

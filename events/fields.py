@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
 
+if TYPE_CHECKING:
+    # Django's fields are generic only in the stubs.
+    _TextField = models.TextField[Any, Any]
+else:
+    _TextField = models.TextField
 
-class JSONTextField(models.TextField):
+
+class JSONTextField(_TextField):
     """A JSON document stored as the text that was serialized, read back as Python.
 
     For the outbox payload: the relay sends the column's text as it is, so there is
@@ -18,6 +24,10 @@ class JSONTextField(models.TextField):
     """
 
     description = "JSON document stored as text"
+    if TYPE_CHECKING:
+        # What django-stubs' plugin types the model attribute as: any JSON value.
+        _pyi_private_set_type: Any
+        _pyi_private_get_type: Any
 
     def from_db_value(self, value: str | None, expression: Any, connection: Any) -> Any:
         return None if value is None else json.loads(value)

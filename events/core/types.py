@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import uuid
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 from django.utils import timezone
@@ -41,6 +41,10 @@ class Event:
     version: ClassVar[int] = 1
     stream: ClassVar[str]
     aggregate_type: ClassVar[str]
+    if TYPE_CHECKING:
+        # Every subclass is a dataclass: typed as one (typeshed's DataclassInstance),
+        # `self` is what dataclasses.asdict() takes. Not declared at run time.
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -62,7 +66,7 @@ class Event:
         return self.aggregate_id
 
     def data(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        return dataclasses.asdict(self)
 
     def envelope(self, *, event_id: uuid.UUID, occurred_at: datetime) -> dict[str, Any]:
         return {
@@ -155,7 +159,8 @@ def decode(value: bytes | None) -> Envelope:
             f"unknown event type or version: {wire.type!r} v{wire.version!r}"
         )
     try:
-        event = _data_decoder(cls).decode(wire.data)
+        # mypy takes no `type[X]` for Hashable (python/mypy#11470); classes are hashable.
+        event = _data_decoder(cls).decode(wire.data)  # type: ignore[arg-type]
     except (msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise PoisonMessage(f"{cls.event_type} data is invalid: {exc}") from exc
     # Positional: a consumer builds one per message, and keywords cost more.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.apps import apps
 from django.conf import settings
@@ -47,7 +47,7 @@ def inbox_entries_prune(*, older_than: timedelta | None = None) -> int:
     return _prune("events_inboxentry", "processed_at", timezone.now() - older_than)
 
 
-def _prune(table: str, column: str, before: object) -> int:
+def _prune(table: str, column: str, before: datetime) -> int:
     # Batches of short transactions: no long lock, no huge WAL burst.
     sql = (
         f"DELETE FROM {table} WHERE id IN "  # noqa: S608 - constant names
@@ -57,7 +57,7 @@ def _prune(table: str, column: str, before: object) -> int:
     while True:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql, [before, PRUNE_BATCH])
-            deleted = cursor.rowcount
+            deleted: int = cursor.rowcount
         total += deleted
         if deleted < PRUNE_BATCH:
             break
