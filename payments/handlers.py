@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from events.consumer.dispatch import current_event_id
+from events.core.delivery import Delivery
 from events.core.registry import handler
 from events.core.types import PoisonMessage
 from payments.events import PaymentCompleted
@@ -12,8 +12,9 @@ from reservations.services import notification_create, reservation_confirm
 
 
 @handler("payment-complete", events=[PaymentCompleted])
-def confirm_and_issue_ticket(event: PaymentCompleted) -> None:
+def confirm_and_issue_ticket(delivery: Delivery[PaymentCompleted]) -> None:
     """The report's KafkaPaymentConsumer: confirm the reservation, issue a ticket, notify."""
+    event = delivery.event
     try:
         ticket = reservation_confirm(reservation_id=event.reservation_id)
     except (NotFound, InvalidState) as exc:
@@ -24,5 +25,5 @@ def confirm_and_issue_ticket(event: PaymentCompleted) -> None:
         user_id=event.user_id,
         kind=NotificationKind.TICKET_ISSUED,
         message=f"Payment received; your ticket is {ticket.code}.",
-        event_id=current_event_id(),
+        event_id=delivery.event_id,
     )

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from events.core.registry import handler
-from events.core.types import Envelope, PoisonMessage
+from events.core.delivery import Delivery
+from events.core.types import PoisonMessage
 from reservations.errors import NotFound
 from reservations.events import (
     ReservationCancelled,
@@ -28,8 +29,9 @@ from reservations.services import (
 
 
 @handler("seat-reserved", events=[SeatReserved])
-def complete_reservation(event: SeatReserved) -> None:
+def complete_reservation(delivery: Delivery[SeatReserved]) -> None:
     """The report's ReservationEventListener.handleSeat: PENDING -> RESERVED."""
+    event = delivery.event
     try:
         reservation_complete(reservation_id=event.reservation_id)
     except NotFound as exc:
@@ -39,7 +41,9 @@ def complete_reservation(event: SeatReserved) -> None:
 
 
 def _notify_all(
-    envelopes: list[Envelope], kind: NotificationKind, message: Callable[[Any], str]
+    deliveries: list[Delivery[Any]],
+    kind: NotificationKind,
+    message: Callable[[Any], str],
 ) -> None:
     notification_create_many(
         notifications=[
@@ -49,33 +53,37 @@ def _notify_all(
                 message=message(e.event),
                 event_id=e.event_id,
             )
-            for e in envelopes
+            for e in deliveries
         ]
     )
 
 
 @handler("reservation", events=[ReservationCreated], batch=True)
-def notify_reservation_created(envelopes: list[Envelope]) -> None:
+def notify_reservation_created(
+    deliveries: list[Delivery[ReservationCreated]],
+) -> None:
     _notify_all(
-        envelopes,
+        deliveries,
         NotificationKind.RESERVATION_CREATED,
         lambda e: f"Seat {e.seat_number} is held for you until {e.hold_expires_at}.",
     )
 
 
 @handler("reservation", events=[ReservationCancelled], batch=True)
-def notify_reservation_cancelled(envelopes: list[Envelope]) -> None:
+def notify_reservation_cancelled(
+    deliveries: list[Delivery[ReservationCancelled]],
+) -> None:
     _notify_all(
-        envelopes,
+        deliveries,
         NotificationKind.RESERVATION_CANCELLED,
         lambda e: f"Reservation {e.reservation_id} was cancelled.",
     )
 
 
 @handler("seat-hold-expired", events=[SeatHoldExpired], batch=True)
-def notify_hold_expired(envelopes: list[Envelope]) -> None:
+def notify_hold_expired(deliveries: list[Delivery[SeatHoldExpired]]) -> None:
     _notify_all(
-        envelopes,
+        deliveries,
         NotificationKind.HOLD_EXPIRED,
         lambda e: (
             f"Your hold on reservation {e.reservation_id} expired; "

@@ -1,12 +1,13 @@
-"""Handlers: plain functions of one event, registered per stream with `@handler`.
+"""Handlers: plain functions of one delivery, registered per stream with `@handler`.
 
     @handler("seat-reserved", events=[SeatReserved])
-    def complete_reservation(event: SeatReserved) -> None:
-        reservation_complete(reservation_id=event.reservation_id)
+    def complete_reservation(delivery: Delivery[SeatReserved]) -> None:
+        reservation_complete(reservation_id=delivery.event.reservation_id)
 
 `run_consumers` reads this registry. The runner owns everything around the call: the
 inbox row in the handler's transaction, retries, dead letters, metrics. A handler only
-does the business thing, and raises `PoisonMessage` for input no retry can fix.
+does the business thing, and raises `PoisonMessage` for input no retry can fix (or an
+exception it declared `not_retryable`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ class HandlerSpec:
     retry: RetryMode
     retry_policy: RetryPolicy | None
     batch: bool = False
+    # Exceptions (and their subclasses) that skip the retries, and ones that are
+    # retried even though a default says otherwise; see events.consumer.failures.
+    not_retryable: tuple[type[BaseException], ...] = ()
+    retryable: tuple[type[BaseException], ...] = ()
 
     def accepts(self, event_type: str) -> bool:
         return self.event_types is None or event_type in self.event_types
@@ -57,6 +62,8 @@ def handler(
     retry_policy: RetryPolicy | None = None,
     name: str | None = None,
     batch: bool = False,
+    not_retryable: Iterable[type[BaseException]] = (),
+    retryable: Iterable[type[BaseException]] = (),
 ) -> Callable[[F], F]:
     """Register the decorated function as a handler of `stream`.
 
@@ -65,11 +72,16 @@ def handler(
     name (module.function unless given) keys its inbox rows: renaming a handler makes
     it see old events as new.
 
-    With `batch=True` the function takes a list of `events.core.types.Envelope` (the
-    new events of a consumed batch, in order, `.event` being the typed event) and does
-    its work for all of them at once, e.g. one bulk insert. If it raises, the runner
-    calls it again with one envelope at a time to find the event that fails, so each
-    event still gets its own retry or dead letter.
+    The function takes one `events.core.delivery.Delivery` (the typed event as
+    `.event`, with its id, trace id, key and coordinates). With `batch=True` it takes
+    a list of them (the new events of a consumed batch, in order) and does its work for
+    all at once, e.g. one bulk insert. If it raises, the runner calls it again with one
+    delivery at a time to find the event that fails, so each event still gets its own
+    retry or dead letter.
+
+    `not_retryable` exceptions go to the dead-letter topic at once, as `PoisonMessage`
+    and `ValidationError` do; `retryable` ones are retried even if they subclass one of
+    those. Both are matched along the exception's `__cause__` chain.
     """
     if not isinstance(stream, str) or not stream:
         raise TypeError(
@@ -91,6 +103,8 @@ def handler(
             retry=mode,
             retry_policy=retry_policy,
             batch=batch,
+            not_retryable=tuple(not_retryable),
+            retryable=tuple(retryable),
         )
         _clear_caches()  # after the insert, so no reader caches the old list
         return func

@@ -1,29 +1,21 @@
 """The dead-letter store: DLQ topics -> DeadLetter rows that operators browse and requeue.
 
 Entry point: `DeadLetterStoreRunner(...).run()`, started by `manage.py run_consumers`
-next to the handlers' consumers (see its `--dead-letters` option).
+next to the handlers' consumers (see its `--dead-letters` option). It is the consumer
+loop (events.consumer.loop) with the `StoreDeadLetters` strategy.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from typing import Any
 
-from django.db import DatabaseError, close_old_connections
-
+from events.consumer.loop import ConsumerLoop, LoopControl
 from events.core.conf import PipelineSettings, pipeline_settings
-from events.core.kafka import (
-    KafkaError,
-    KafkaException,
-    Message,
-    TopicPartition,
-    build_consumer,
-)
+from events.core.kafka import Message
 from events.dead_letters.rows import dead_letter_from_message
 from events.models import DeadLetter
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("events.dead_letters")
 
 
 def store_group(conf: PipelineSettings | None = None) -> str:
@@ -32,16 +24,37 @@ def store_group(conf: PipelineSettings | None = None) -> str:
     return f"{conf.consumer_group}-dlq-store"
 
 
-class DeadLetterStoreRunner:
-    """Consume the DLQ topics of some streams and insert one DeadLetter row per message.
+class StoreDeadLetters:
+    """Insert one DeadLetter row per DLQ message, then commit the batch's offsets.
 
     Contract:
-    - Blocks in `run()` until `stop()`; the batch in flight is stored and committed.
     - At least once into an idempotent table: offsets are committed (synchronously)
       only after the batch's rows are inserted; the insert is ON CONFLICT DO NOTHING on
       (topic, partition, offset), so a batch read twice stores each message once.
-    - A database failure rewinds the batch and retries it a second later.
+    - A database failure rewinds the batch and reads it again a second later (the
+      loop's rule for every strategy).
     """
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def process(self, messages: list[Message], loop: LoopControl) -> None:
+        stored = store_dead_letters(messages)
+        logger.info("stored %d new dead letter(s)", stored)
+        ends: dict[tuple[str, int], int] = {}
+        for m in messages:
+            tp = (m.topic(), m.partition())
+            ends[tp] = max(ends.get(tp, 0), m.offset() + 1)
+        # If the commit fails, the rows are in: reading the messages again inserts
+        # nothing.
+        loop.commit(ends)
+
+
+class DeadLetterStoreRunner(ConsumerLoop):
+    """Consume the DLQ topics of some streams into DeadLetter rows until `stop()`."""
 
     def __init__(
         self,
@@ -51,71 +64,17 @@ class DeadLetterStoreRunner:
         batch_size: int = 500,
         poll_timeout: float = 0.5,
     ) -> None:
-        self.conf = pipeline_settings()
-        self.streams = list(streams or self.conf.streams)
-        self.topics = [self.conf.dlq_topic(s) for s in self.streams]
-        self.group_id = group_id or store_group(self.conf)
-        self.batch_size = batch_size
-        self.poll_timeout = poll_timeout
-        self._stop = threading.Event()
-        self._consumer: Any = None
-
-    def stop(self) -> None:
-        """Ask `run()` to finish the batch in flight and return (signal-safe)."""
-        self._stop.set()
-
-    def run(self) -> None:
-        self._consumer = build_consumer(self.group_id)
-        self._consumer.subscribe(self.topics)
-        logger.info(
-            "storing dead letters of %s as group %s",
-            ", ".join(self.topics),
-            self.group_id,
+        conf = pipeline_settings()
+        self.streams = list(streams or conf.streams)
+        super().__init__(
+            topics=[conf.dlq_topic(s) for s in self.streams],
+            group_id=group_id or store_group(conf),
+            strategy=StoreDeadLetters(),
+            batch_size=batch_size,
+            poll_timeout=poll_timeout,
+            description="storing dead letters of",
+            stopped="dead-letter store of group %s stopped",
         )
-        try:
-            while not self._stop.is_set():
-                messages = self._consumer.consume(
-                    num_messages=self.batch_size, timeout=self.poll_timeout
-                )
-                usable = [m for m in messages if _usable(m)]
-                if usable:
-                    self._store(usable)
-        finally:
-            self._consumer.close()
-            close_old_connections()
-            logger.info("dead-letter store of group %s stopped", self.group_id)
-
-    def _store(self, messages: list[Message]) -> None:
-        close_old_connections()
-        try:
-            stored = store_dead_letters(messages)
-        except DatabaseError:
-            logger.exception("database failure; the dead letters will be read again")
-            self._rewind(messages)
-            self._stop.wait(1.0)
-            return
-        logger.info("stored %d new dead letter(s)", stored)
-        ends: dict[tuple[str, int], int] = {}
-        for m in messages:
-            tp = (m.topic(), m.partition())
-            ends[tp] = max(ends.get(tp, 0), m.offset() + 1)
-        offsets = [TopicPartition(t, p, o) for (t, p), o in ends.items()]
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            # The rows are in; reading the messages again inserts nothing.
-            logger.warning("dead-letter offset commit failed: %s", exc)
-
-    def _rewind(self, messages: list[Message]) -> None:
-        first: dict[tuple[str, int], int] = {}
-        for m in messages:
-            tp = (m.topic(), m.partition())
-            first[tp] = min(first.get(tp, m.offset()), m.offset())
-        for (topic, partition), offset in first.items():
-            try:
-                self._consumer.seek(TopicPartition(topic, partition, offset))
-            except KafkaException as exc:
-                logger.warning("seek %s[%d] failed: %s", topic, partition, exc)
 
 
 def store_dead_letters(messages: list[Message]) -> int:
@@ -135,12 +94,3 @@ def store_dead_letters(messages: list[Message]) -> int:
     # ON CONFLICT DO NOTHING: a message read again (or by two stores) is one row.
     DeadLetter.objects.bulk_create(rows, ignore_conflicts=True)
     return len(keys - existing)
-
-
-def _usable(message: Message) -> bool:
-    error = message.error()
-    if error is None:
-        return True
-    if error.code() != KafkaError._PARTITION_EOF:
-        logger.error("dead-letter consume error: %s", error)
-    return False

@@ -9,6 +9,7 @@ from collections import Counter
 from django.db import connection
 
 from events.core.conf import RetryPolicy
+from events.core.delivery import Delivery
 from events.core.registry import RetryMode, handler
 from events.core.types import PoisonMessage
 from tests.effects.event_types import TestOrdered, TestPinged
@@ -49,8 +50,8 @@ def _behave(event: TestPinged, handler_name: str) -> None:
 
 
 @handler("reservation", events=[TestPinged], retry_policy=FAST_RETRY)
-def record_ping(event: TestPinged) -> None:
-    _behave(event, "record_ping")
+def record_ping(delivery: Delivery[TestPinged]) -> None:
+    _behave(delivery.event, "record_ping")
 
 
 @handler(
@@ -59,5 +60,5 @@ def record_ping(event: TestPinged) -> None:
     retry=RetryMode.BLOCKING,
     retry_policy=FAST_RETRY,
 )
-def record_ordered(event: TestOrdered) -> None:
-    _behave(event, "record_ordered")
+def record_ordered(delivery: Delivery[TestOrdered]) -> None:
+    _behave(delivery.event, "record_ordered")

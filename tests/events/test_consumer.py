@@ -67,7 +67,7 @@ def test_a_handler_that_keeps_breaking_its_connection_gives_up_after_the_limit(
 ) -> None:
     """Blamed on the database five times, then the handler's own failure: it goes to
     the retry topic instead of stalling its partitions forever."""
-    from events.consumer.dispatch import DATABASE_FAULT_LIMIT
+    from events.consumer.database_faults import DATABASE_FAULT_LIMIT
 
     [event_id] = send_events(
         TestPinged(

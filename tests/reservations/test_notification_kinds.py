@@ -7,7 +7,7 @@ import pytest
 from django.db import IntegrityError, transaction
 from drf_spectacular.generators import SchemaGenerator
 
-from events.consumer.dispatch import _current_event_id
+from events.core.delivery import Delivery
 from events.core.registry import handlers_accepting
 from events.core.types import Envelope, decode
 from events.models import OutboxEvent
@@ -29,16 +29,12 @@ def deliver(row: OutboxEvent) -> list[str]:
     Returns the names of the handlers called.
     """
     envelope: Envelope = decode(orjson.dumps(row.payload))
+    delivery = Delivery(
+        envelope.event, envelope, row.key.encode(), row.topic, 0, row.pk, 1, None
+    )
     called = []
     for spec in handlers_accepting(type(envelope.event).stream, envelope.event_type):
-        token = _current_event_id.set(envelope.event_id)
-        try:
-            if spec.batch:
-                spec.func([envelope])
-            else:
-                spec.func(envelope.event)
-        finally:
-            _current_event_id.reset(token)
+        spec.func([delivery] if spec.batch else delivery)
         called.append(spec.name)
     return called
 

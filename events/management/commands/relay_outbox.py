@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import signal
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from events.core.conf import pipeline_settings
-from events.core.kafka import KafkaException, missing_topics
+from events.management.process import require_topics, serve_metrics, stop_on_signals
 from events.relay.outbox_relay import OutboxRelay
 
 logger = logging.getLogger("events.relay")
@@ -40,34 +39,15 @@ class Command(BaseCommand):
         for name in ("batch_size", "poll_interval"):
             if options[name] is not None and options[name] <= 0:
                 raise CommandError(f"--{name.replace('_', '-')} must be positive")
-        topics = [conf.topic(stream) for stream in conf.streams]
-        try:
-            missing = missing_topics(topics)
-        except KafkaException as exc:
-            raise CommandError(
-                f"cannot reach Kafka at {conf.bootstrap_servers}: {exc}"
-            ) from exc
-        if missing:
-            raise CommandError(
-                f"topics missing on {conf.bootstrap_servers}: {', '.join(missing)}. "
-                "Run `manage.py create_topics` first."
-            )
-        if options["metrics_port"]:
-            from prometheus_client import start_http_server
-
-            start_http_server(options["metrics_port"])
+        require_topics(conf, [conf.topic(stream) for stream in conf.streams])
+        serve_metrics(options["metrics_port"])
         relay = OutboxRelay(
             batch_size=options["batch_size"], poll_interval=options["poll_interval"]
         )
 
-        def shutdown(signum: int, _frame: object) -> None:
-            logger.info(
-                "signal %d: finishing the batch in flight, then stopping", signum
-            )
-            relay.stop()
-
-        signal.signal(signal.SIGTERM, shutdown)
-        signal.signal(signal.SIGINT, shutdown)
+        stop_on_signals(
+            relay.stop, log=logger, doing="finishing the batch in flight, then stopping"
+        )
         logger.info(
             "relay_outbox starting (bootstrap %s, batch %d, poll %.1f s)",
             conf.bootstrap_servers,

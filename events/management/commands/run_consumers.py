@@ -16,11 +16,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from events.consumer import gc_tuning
+from events.consumer.loop import ConsumerLoop
 from events.consumer.runner import ConsumerRunner
-from events.core.conf import pipeline_settings
-from events.core.kafka import KafkaException, missing_topics
+from events.core.conf import PipelineSettings, pipeline_settings
 from events.core.registry import handlers_for
 from events.dead_letters.store import DeadLetterStoreRunner
+from events.management.process import require_topics, serve_metrics, stop_on_signals
 
 logger = logging.getLogger("events.consumer")
 
@@ -72,53 +73,21 @@ class Command(BaseCommand):
             threads = conf.consumer_threads
         if threads < 1:
             raise CommandError("--threads must be at least 1")
-        # Each consumer thread holds a database connection, and so does the store's
-        # thread when it runs in this process: the pool must have room for all.
-        pool_size = settings.DATABASE_POOL_MAX_SIZE
         in_process_store = options["dead_letters"] and options["concurrency"] == 1
-        connections_needed = threads + (1 if in_process_store else 0)
-        if pool_size > 0 and connections_needed > pool_size:
-            raise CommandError(
-                f"{connections_needed} database connections are needed per process "
-                f"({threads} consumer thread(s)"
-                f"{' and the dead-letter store' if in_process_store else ''}), but "
-                f"DATABASE_POOL_MAX_SIZE is {pool_size}: raise it, or run fewer "
-                "threads (see the README's connection budget)."
-            )
-        streams = options["topics"] or [s for s in conf.streams if handlers_for(s)]
-        unknown = [s for s in streams if s not in conf.streams]
-        if unknown:
-            raise CommandError(
-                f"unknown streams {', '.join(unknown)}; known: {', '.join(conf.streams)}"
-            )
-        if not streams:
-            raise CommandError("no handler is registered for any stream")
+        _check_pool(threads, in_process_store)
+        streams = _streams(conf, options["topics"])
         needed = [t for s in streams for t in [conf.topic(s), *conf.retry_topics(s)]]
-        needed += [conf.dlq_topic(s) for s in streams]
-        try:
-            missing = missing_topics(needed)
-        except KafkaException as exc:
-            raise CommandError(
-                f"cannot reach Kafka at {conf.bootstrap_servers}: {exc}"
-            ) from exc
-        if missing:
-            raise CommandError(
-                f"topics missing on {conf.bootstrap_servers}: {', '.join(missing)}. "
-                "Run `manage.py create_topics` first."
-            )
+        require_topics(conf, needed + [conf.dlq_topic(s) for s in streams])
         if options["dead_letters_only"]:
-            self._run_store_only(streams)
+            self._run_loops([DeadLetterStoreRunner(streams=streams)])
             return
         if options["concurrency"] > 1:
             self._supervise(
                 options["concurrency"], options["metrics_port"], options["dead_letters"]
             )
             return
-        if options["metrics_port"]:
-            from prometheus_client import start_http_server
-
-            start_http_server(options["metrics_port"])
-        runners = [
+        serve_metrics(options["metrics_port"])
+        loops: list[ConsumerLoop] = [
             ConsumerRunner(
                 streams=streams,
                 group_id=options["group"],
@@ -126,55 +95,24 @@ class Command(BaseCommand):
             )
             for _ in range(threads)
         ]
-        store = (
-            DeadLetterStoreRunner(streams=streams) if options["dead_letters"] else None
-        )
-        gc_tuning.tune_for_batches()
-
-        def stop_all() -> None:
-            for runner in runners:
-                runner.stop()
-            if store is not None:
-                store.stop()
-
-        def shutdown(signum: int, _frame: object) -> None:
-            logger.info(
-                "signal %d: finishing the message in flight, then stopping", signum
-            )
-            stop_all()
-
-        signal.signal(signal.SIGTERM, shutdown)
-        signal.signal(signal.SIGINT, shutdown)
-        store_thread = None
-        if store is not None:
+        if in_process_store:
             # Light work (one insert per DLQ batch), so a thread beside the runners.
-            store_thread = threading.Thread(
-                target=_run_closing_connection,
-                args=(store,),
-                name="dead-letter-store",
-                daemon=True,
-            )
-            store_thread.start()
-        try:
-            if threads == 1:
-                runners[0].run()
-            else:
-                _run_threads(runners, stop_all)
-        finally:
-            if store is not None and store_thread is not None:
-                store.stop()
-                store_thread.join(timeout=30)
+            loops.append(DeadLetterStoreRunner(streams=streams))
+        gc_tuning.tune_for_batches()
+        self._run_loops(loops)
 
-    def _run_store_only(self, streams: list[str]) -> None:
-        store = DeadLetterStoreRunner(streams=streams)
+    def _run_loops(self, loops: list[ConsumerLoop]) -> None:
+        def stop_all() -> None:
+            for loop in loops:
+                loop.stop()
 
-        def shutdown(signum: int, _frame: object) -> None:
-            logger.info("signal %d: stopping the dead-letter store", signum)
-            store.stop()
-
-        signal.signal(signal.SIGTERM, shutdown)
-        signal.signal(signal.SIGINT, shutdown)
-        store.run()
+        stop_on_signals(
+            stop_all, log=logger, doing="finishing the message in flight, then stopping"
+        )
+        if len(loops) == 1:
+            loops[0].run()
+        else:
+            _run_threads(loops, stop_all)
 
     def _supervise(
         self, count: int, metrics_port: int | None, dead_letters: bool
@@ -205,15 +143,14 @@ class Command(BaseCommand):
 
         children = [spawn(n) for n in range(count + (1 if dead_letters else 0))]
 
-        def shutdown(signum: int, _frame: object) -> None:
+        def stop_children() -> None:
             nonlocal stopping
             stopping = True
             for child in children:
                 if child.poll() is None:
                     child.send_signal(signal.SIGTERM)
 
-        signal.signal(signal.SIGTERM, shutdown)
-        signal.signal(signal.SIGINT, shutdown)
+        stop_on_signals(stop_children, log=logger, doing="stopping every child")
         logger.info("supervising %d consumer processes", count)
         while True:
             if stopping:
@@ -251,19 +188,21 @@ def _child_args(argv: list[str]) -> list[str]:
     return out
 
 
-def _run_threads(runners: list[ConsumerRunner], stop_all: Callable[[], None]) -> None:
-    """Run each runner in its own thread until all have returned.
+def _run_threads(loops: list[ConsumerLoop], stop_all: Callable[[], None]) -> None:
+    """Run each loop (consumers, the dead-letter store) in its own thread until all
+    have returned.
 
     If one fails, all stop and the command fails, so the supervisor (or the
-    container runtime) restarts a whole, healthy process.
+    container runtime) restarts a whole, healthy process: a store that died quietly
+    beside running consumers would leave dead letters unstored until a restart.
     """
     from django.db import connection
 
     failures: list[BaseException] = []
 
-    def run(runner: ConsumerRunner) -> None:
+    def run(loop: ConsumerLoop) -> None:
         try:
-            runner.run()
+            loop.run()
         except BaseException as exc:
             logger.exception("a consumer thread stopped on an error; stopping all")
             failures.append(exc)
@@ -272,8 +211,8 @@ def _run_threads(runners: list[ConsumerRunner], stop_all: Callable[[], None]) ->
             connection.close()
 
     workers = [
-        threading.Thread(target=run, args=(r,), name=f"consumer-{n}")
-        for n, r in enumerate(runners)
+        threading.Thread(target=run, args=(loop,), name=f"consumer-{n}")
+        for n, loop in enumerate(loops)
     ]
     for worker in workers:
         worker.start()
@@ -285,12 +224,29 @@ def _run_threads(runners: list[ConsumerRunner], stop_all: Callable[[], None]) ->
         raise CommandError(f"a consumer thread failed: {failures[0]!r}")
 
 
-def _run_closing_connection(store: DeadLetterStoreRunner) -> None:
-    from django.db import connection
+def _check_pool(threads: int, in_process_store: bool) -> None:
+    """Each consumer thread holds a database connection, and so does the store's
+    thread when it runs in this process: the pool must have room for all."""
+    pool_size = settings.DATABASE_POOL_MAX_SIZE
+    needed = threads + (1 if in_process_store else 0)
+    if pool_size > 0 and needed > pool_size:
+        raise CommandError(
+            f"{needed} database connections are needed per process "
+            f"({threads} consumer thread(s)"
+            f"{' and the dead-letter store' if in_process_store else ''}), but "
+            f"DATABASE_POOL_MAX_SIZE is {pool_size}: raise it, or run fewer "
+            "threads (see the README's connection budget)."
+        )
 
-    try:
-        store.run()
-    except Exception:
-        logger.exception("the dead-letter store stopped on an error")
-    finally:
-        connection.close()
+
+def _streams(conf: PipelineSettings, asked: list[str] | None) -> list[str]:
+    """The streams to consume: those asked for, else every stream with a handler."""
+    streams = asked or [s for s in conf.streams if handlers_for(s)]
+    unknown = [s for s in streams if s not in conf.streams]
+    if unknown:
+        raise CommandError(
+            f"unknown streams {', '.join(unknown)}; known: {', '.join(conf.streams)}"
+        )
+    if not streams:
+        raise CommandError("no handler is registered for any stream")
+    return streams
