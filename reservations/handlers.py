@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from events.core.registry import handler
 from events.core.delivery import Delivery
+from events.core.registry import handler
 from events.core.types import PoisonMessage
 from reservations.errors import NotFound
 from reservations.events import (
