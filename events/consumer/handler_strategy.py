@@ -22,7 +22,7 @@ from events.consumer.planning import Planner
 from events.consumer.progress import BatchProgress
 from events.consumer.units import Unit
 from events.core.conf import PipelineSettings
-from events.core.kafka import Message, build_producer
+from events.core.kafka import Record, build_producer
 from events.observability import metrics
 
 logger = logging.getLogger("events.consumer")
@@ -88,7 +88,7 @@ class RunHandlers:
         if self._publisher is not None:
             self._publisher.close()
 
-    def process(self, messages: list[Message], loop: LoopControl) -> None:
+    def process(self, messages: list[Record], loop: LoopControl) -> None:
         assert self._publisher is not None and self._failures is not None
         publisher, failures = self._publisher, self._failures
         plan = self.planner.plan(messages, self._clock.now_ms())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from django.db import DatabaseError, close_old_connections
 
@@ -23,6 +23,7 @@ from events.core.kafka import (
     KafkaError,
     KafkaException,
     Message,
+    Record,
     TopicPartition,
     build_consumer,
 )
@@ -55,11 +56,11 @@ class LoopControl(Protocol):
         """Commit these next-offsets now (synchronously)."""
         ...
 
-    def rewind(self, messages: list[Message]) -> None:
+    def rewind(self, messages: list[Record]) -> None:
         """Seek each partition back to its first message in `messages`."""
         ...
 
-    def pause_until(self, message: Message, due_at_ms: int) -> None:
+    def pause_until(self, message: Record, due_at_ms: int) -> None:
         """Pause `message`'s partition until `due_at_ms`, to resume at `message`."""
         ...
 
@@ -75,7 +76,7 @@ class Strategy(Protocol):
         """Acquire what processing needs (producers), in the loop's thread."""
         ...
 
-    def process(self, messages: list[Message], loop: LoopControl) -> None:
+    def process(self, messages: list[Record], loop: LoopControl) -> None:
         """Process a batch (no error messages in it); commit through `loop`.
 
         A DatabaseError raised here makes the loop rewind the whole batch and read it
@@ -220,15 +221,15 @@ class ConsumerLoop:
         rest = self._consumer.consume(num_messages=self.batch_size - 1, timeout=0)
         return [first, *rest]
 
-    def _usable(self, messages: list[Message]) -> list[Message]:
+    def _usable(self, messages: list[Message]) -> list[Record]:
         """Drop error events (logging all but end-of-partition) from a batch."""
         if all(m.error() is None for m in messages):
-            return messages
-        usable = []
+            return cast(list[Record], messages)
+        usable: list[Record] = []
         for message in messages:
             error = message.error()
             if error is None:
-                usable.append(message)
+                usable.append(cast(Record, message))
             elif error.code() != KafkaError._PARTITION_EOF:
                 logger.error("consume error: %s", error)
         return usable
@@ -257,7 +258,7 @@ class ConsumerLoop:
             self.assigned.discard((p.topic, p.partition))
         logger.info("revoked %s", _names(partitions))
 
-    def _note_first_messages(self, messages: list[Message]) -> None:
+    def _note_first_messages(self, messages: list[Record]) -> None:
         for message in messages:
             tp = (message.topic(), message.partition())
             assigned_at = self._assigned_at.pop(tp, None)
@@ -290,7 +291,7 @@ class ConsumerLoop:
                 "offset commit failed (%s); messages will be redelivered", exc
             )
 
-    def rewind(self, messages: list[Message]) -> None:
+    def rewind(self, messages: list[Record]) -> None:
         first: dict[TP, int] = {}
         for message in messages:
             tp = (message.topic(), message.partition())
@@ -304,7 +305,7 @@ class ConsumerLoop:
             except KafkaException as exc:
                 logger.warning("seek %s[%d] failed: %s", topic, partition, exc)
 
-    def pause_until(self, message: Message, due_at_ms: int) -> None:
+    def pause_until(self, message: Record, due_at_ms: int) -> None:
         tp = TopicPartition(message.topic(), message.partition(), message.offset())
         self._consumer.pause([tp])
         self._consumer.seek(tp)

@@ -19,7 +19,7 @@ from events.core.headers import (
     TRACE_ID,
     header_map,
 )
-from events.core.kafka import Message
+from events.core.kafka import Record
 from events.core.registry import handlers_accepting
 from events.core.types import PoisonMessage, decode
 from events.observability import metrics
@@ -31,10 +31,10 @@ TP = tuple[str, int]
 
 @dataclass
 class Plan:
-    planned: list[Message] = field(default_factory=list)  # messages with units
+    planned: list[Record] = field(default_factory=list)  # messages with units
     units: list[Unit] = field(default_factory=list)
     # The first not-yet-due message of each retry partition, with its due time.
-    not_due: list[tuple[Message, int]] = field(default_factory=list)
+    not_due: list[tuple[Record, int]] = field(default_factory=list)
 
 
 class Planner:
@@ -52,7 +52,7 @@ class Planner:
     def topics(self) -> list[str]:
         return list(self._streams_by_topic)
 
-    def plan(self, messages: list[Message], now_ms: int) -> Plan:
+    def plan(self, messages: list[Record], now_ms: int) -> Plan:
         plan = Plan()
         waiting: set[TP] = set()
         consumed: dict[str, int] = {}
@@ -78,7 +78,7 @@ class Planner:
 
     def _units_of(
         self,
-        message: Message,
+        message: Record,
         topic: str,
         partition: int,
         headers: dict[str, str],

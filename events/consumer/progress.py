@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from events.consumer.units import Unit
-from events.core.kafka import Message
+from events.core.kafka import Record
 
 TP = tuple[str, int]
 
@@ -13,7 +13,7 @@ class BatchProgress:
     past an unbroken run of finished messages, so a commit never skips unfinished work.
     """
 
-    def __init__(self, planned: list[Message], units: list[Unit]) -> None:
+    def __init__(self, planned: list[Record], units: list[Unit]) -> None:
         self.planned = planned
         self.remaining = [0] * len(planned)
         for unit in units:
@@ -40,7 +40,7 @@ class BatchProgress:
             self.next_index[tp] = index
         return offsets
 
-    def unfinished(self) -> list[Message]:
+    def unfinished(self) -> list[Record]:
         """The messages not covered by a committable offset, per partition in order."""
         return [
             self.planned[seq]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from events.core.delivery import Delivery
 from events.core.headers import Origin, origin_of
-from events.core.kafka import Message
+from events.core.kafka import Record
 from events.core.registry import HandlerSpec
 from events.core.types import Envelope, Event
 from events.observability import audit
@@ -41,7 +41,7 @@ class Unit:
     """One handler's work on one message. `spec` is None for an undecodable message,
     whose `error` is set from the start."""
 
-    message: Message
+    message: Record
     stream: str
     headers: dict[str, str]
     where: Coordinates

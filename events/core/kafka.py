@@ -7,7 +7,7 @@ in one place. Other modules use the factories and the names re-exported below.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -33,12 +33,37 @@ __all__ = [
     "Message",
     "NewTopic",
     "Producer",
+    "Record",
     "TopicPartition",
     "build_admin",
     "build_consumer",
     "build_producer",
     "missing_topics",
 ]
+
+
+class Record(Protocol):
+    """A consumed message that is not an error event: what consumers process.
+
+    confluent_kafka types every accessor of `Message` as optional, because an error
+    event has no topic or offset; the consumer loop drops error events before anything
+    else sees a batch, so everything after it reads records.
+    """
+
+    def topic(self) -> str: ...
+
+    def partition(self) -> int: ...
+
+    def offset(self) -> int: ...
+
+    def key(self) -> bytes | None: ...
+
+    def value(self) -> bytes | None: ...
+
+    def headers(self) -> list[tuple[str, bytes]] | None: ...
+
+    def timestamp(self) -> tuple[int, int]: ...
+
 
 # Errors for which sending the same message again can never succeed: the relay parks the
 # row instead of retrying it forever. Everything else (timeouts, broker down, leader

@@ -11,7 +11,7 @@ import logging
 
 from events.consumer.loop import ConsumerLoop, LoopControl
 from events.core.conf import PipelineSettings, pipeline_settings
-from events.core.kafka import Message
+from events.core.kafka import Record
 from events.dead_letters.rows import dead_letter_from_message
 from events.models import DeadLetter
 
@@ -41,7 +41,7 @@ class StoreDeadLetters:
     def close(self) -> None:
         pass
 
-    def process(self, messages: list[Message], loop: LoopControl) -> None:
+    def process(self, messages: list[Record], loop: LoopControl) -> None:
         stored = store_dead_letters(messages)
         logger.info("stored %d new dead letter(s)", stored)
         ends: dict[tuple[str, int], int] = {}
@@ -77,7 +77,7 @@ class DeadLetterStoreRunner(ConsumerLoop):
         )
 
 
-def store_dead_letters(messages: list[Message]) -> int:
+def store_dead_letters(messages: list[Record]) -> int:
     """Insert a row per DLQ message, skipping stored ones; return how many were new.
 
     The count is for logging only: a concurrent store may insert a row in between.

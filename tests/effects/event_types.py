@@ -40,3 +40,11 @@ class TestOrdered(TestPinged):
 
     event_type: ClassVar[str] = "TestOrdered"
     stream: ClassVar[str] = "seat-hold-expired"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TestBatched(TestPinged):
+    """The same, for the batch handler (its own stream)."""
+
+    event_type: ClassVar[str] = "TestBatched"
+    stream: ClassVar[str] = "payment-complete"

@@ -49,7 +49,7 @@ class ExceptionClassifier:
 
     def _verdict(self, cls: type[BaseException]) -> bool | None:
         for klass in cls.__mro__:
-            verdict = self._verdicts.get(klass)  # type: ignore[call-overload]
+            verdict = self._verdicts.get(klass)
             if verdict is not None:
                 return verdict
         return None

@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from events.core.headers import Origin, dead_letter_headers, retry_headers
-from events.core.kafka import KafkaError, Message
+from events.core.kafka import KafkaError, Record
 
 logger = logging.getLogger("events.consumer")
 
@@ -30,7 +30,7 @@ class FailurePublisher:
     def send_retry(
         self,
         topic: str,
-        message: Message,
+        message: Record,
         *,
         origin: Origin,
         handler: str,
@@ -50,7 +50,7 @@ class FailurePublisher:
     def send_dead_letter(
         self,
         topic: str,
-        message: Message,
+        message: Record,
         *,
         origin: Origin,
         handler: str,
@@ -86,7 +86,7 @@ class FailurePublisher:
         self._producer.flush(10)
 
     def _produce(
-        self, topic: str, message: Message, headers: list[tuple[str, bytes]]
+        self, topic: str, message: Record, headers: list[tuple[str, bytes]]
     ) -> None:
         while True:
             try:
@@ -101,6 +101,6 @@ class FailurePublisher:
             except BufferError:
                 self._producer.poll(0.1)
 
-    def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
+    def _on_delivery(self, error: KafkaError | None, _message: Record) -> None:
         if error is not None:
             self._errors.append(error)
