@@ -1,5 +1,5 @@
 """Log formatting: one JSON object per line, with the trace id of the running request
-or handler (events.observability.tracing) on every record.
+or handler (events.core.tracing) on every record.
 
 Used by settings.LOGGING; the `events.audit` logger always goes through it, other
 loggers when LOG_FORMAT=json.
@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from events.observability.tracing import current_trace_id
+from events.core.tracing import current_trace_id
 
 # What a plain-text line shows where there is no trace id.
 NO_TRACE = "-"

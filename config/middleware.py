@@ -7,15 +7,15 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from reservations.api_errors import error_body, request_too_large
 
 from config.error_views import is_api_request, json_response
-from events.observability.tracing import (
+from events.core.tracing import (
     new_trace_id,
     reset_trace_id,
     set_trace_id,
     trace_id_from_traceparent,
 )
-from reservations.api_errors import error_body, request_too_large
 
 
 class TraceparentMiddleware:

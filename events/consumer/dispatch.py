@@ -22,8 +22,8 @@ from events.consumer.database_faults import blame_the_database
 from events.consumer.execution import Failure
 from events.consumer.units import Unit, audit_unit
 from events.core.bulk_insert import insert_skipping_present
+from events.core.tracing import reset_trace_id, set_trace_id
 from events.observability import audit, metrics
-from events.observability.tracing import reset_trace_id, set_trace_id
 
 logger = logging.getLogger("events.consumer")
 

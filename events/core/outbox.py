@@ -6,9 +6,9 @@ from django.db import connection
 
 from events.core import headers as headers_
 from events.core.conf import pipeline_settings
+from events.core.tracing import current_trace_id, new_trace_id
 from events.core.types import Event, new_envelope
 from events.models import OutboxEvent
-from events.observability.tracing import current_trace_id, new_trace_id
 
 # First key of the two-key advisory lock space used for per-key publish ordering.
 PUBLISH_LOCK_CLASS = 7_001

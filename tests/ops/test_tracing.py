@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 import reservations.handlers
 from config.logging import JsonFormatter
-from events.observability.tracing import reset_trace_id, set_trace_id
+from events.core.tracing import reset_trace_id, set_trace_id
 from payments.services import wallet_charge
 from reservations.models import Reservation
 from tests.events.pipeline import running_consumer
