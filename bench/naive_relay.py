@@ -5,11 +5,11 @@ for work; when there is some, it takes ONE row per transaction (`SELECT ... ORDE
 LIMIT 1 FOR UPDATE SKIP LOCKED`), produces it, waits for that message's acknowledgement
 (`flush()`), deletes the row and commits; when the outbox is empty it sleeps 1 s. It
 uses the project's producer (events.core.kafka.build_producer: idempotent, acks=all) and
-builds each message exactly as our relay does (OutboxRelay._produce: key, value and
-headers from the row), so consumers cannot tell the two apart and the only difference
-measured is the relay's shape: one round trip to the broker and one commit per event,
-and fixed polling instead of NOTIFY. Run it as its own process, as a relay runs in
-production: `python -m bench.naive_relay` (Django set up from the environment:
+builds each message exactly as our relay does (events.relay.sending.produce_row: key,
+value and headers from the row), so consumers cannot tell the two apart and the only
+difference measured is the relay's shape: one round trip to the broker and one commit
+per event, and fixed polling instead of NOTIFY. Run it as its own process, as a relay
+runs in production: `python -m bench.naive_relay` (Django set up from the environment:
 DATABASE_URL, KAFKA_TOPIC_PREFIX).
 
 Why the step measures what it does:
@@ -44,8 +44,9 @@ from typing import Any
 from django.db import connection, transaction
 
 from events.core.kafka import Producer, build_producer
-from events.relay.outbox_relay import OutboxRelay, _record_delivery
 from events.relay.recorder import Outcome
+from events.relay.sending import produce_row
+from events.relay.sending import record_delivery as _record_delivery
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class NaiveRelay:
     ) -> None:
         self._producer = producer_factory()
         # Our relay's own message building, so both relays send the same bytes.
-        self._produce = OutboxRelay()._produce
+        self._produce = produce_row
         self._stopping = False
         self.sent = 0
 

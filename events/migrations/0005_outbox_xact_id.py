@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     operations = [
         # Not a model field: only the relay's SQL reads it, and every insert gets the
-        # default. See events.relay.outbox_relay.FETCH_SQL for why.
+        # default. See events.relay.window.FETCH_SQL for why.
         migrations.RunSQL(
             "ALTER TABLE events_outboxevent "
             "ADD COLUMN xact_id xid8 NOT NULL DEFAULT pg_current_xact_id()",

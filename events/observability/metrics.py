@@ -30,9 +30,13 @@ OUTBOX_SEND_ERRORS = Counter(
 )
 OUTBOX_BATCH_SECONDS = Histogram(
     "outbox_relay_batch_seconds",
-    "Time from fetching a batch to marking its acknowledged rows sent.",
+    "Time from producing a batch to committing the broker's answers for its rows.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+# The outbox gauges come from one process only, the Celery task that refreshes them
+# (events.maintenance.housekeeping.pipeline_gauges_refresh, on beat's schedule): it
+# reports while the relay is down, stuck or only a standby, which is when a growing
+# backlog matters, and its count never runs on the relay's connection.
 OUTBOX_BACKLOG = Gauge(
     "outbox_backlog_events",
     "Outbox rows not yet sent (parked rows excluded).",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,10 +18,13 @@ import psycopg
 
 from events.core.kafka import PERMANENT_PRODUCE_ERRORS, KafkaError
 from events.observability import metrics
+from events.relay.window import Row
 
-logger = logging.getLogger("events.relay")
+logger = logging.getLogger(__name__)
 
-Outcome = tuple[KafkaError | None, int, int]
+# The broker's answer for one row: (error or None, partition, offset). librdkafka types
+# a message's partition and offset as optional; a delivered one has both.
+Outcome = tuple[KafkaError | None, int | None, int | None]
 
 # Delete what the broker acknowledged (no dead row versions left in the pending index, no
 # rewrite of 1 KB payloads) and, with OUTBOX_DELIVERY_LOG, log where it landed.
@@ -57,14 +61,22 @@ NOTE_ERROR_SQL = """
 class Batch:
     """Rows produced together, and the broker's answer for each (row id -> outcome)."""
 
-    rows: list[tuple[Any, ...]]
+    rows: list[Row]
     outcomes: dict[int, Outcome] = field(default_factory=dict)
+    # When production began: the batch time ends when its outcomes are committed.
+    started: float = field(default_factory=time.perf_counter)
+
+    def answered(self, row_id: int) -> bool:
+        """Whether the broker has answered for row `row_id`."""
+        return row_id in self.outcomes
 
     @property
     def complete(self) -> bool:
+        """Whether the broker has answered for every row."""
         return len(self.outcomes) == len(self.rows)
 
     def failures(self) -> list[tuple[int, KafkaError]]:
+        """The rows that failed for now (not refused for good): they are sent again."""
         return [
             (row_id, error)
             for row_id, (error, _, _) in self.outcomes.items()
@@ -75,10 +87,14 @@ class Batch:
 def record_batch(
     conn: psycopg.Connection[Any], batch: Batch, *, delivery_log: bool = False
 ) -> None:
-    """Write the batch's outcomes in one transaction."""
+    """Write the batch's outcomes in one transaction.
+
+    One transaction, so a crash leaves either all of the batch's rows pending (to be
+    sent again) or none.
+    """
     sent_ids: list[int] = []
-    partitions: list[int] = []
-    offsets: list[int] = []
+    partitions: list[int | None] = []
+    offsets: list[int | None] = []
     parked: list[tuple[int, str]] = []
     failed: list[tuple[int, str]] = []
     topics: dict[int, str] = {}
@@ -107,14 +123,15 @@ def record_batch(
         if failed:
             ids, errors = zip(*failed, strict=True)
             conn.execute(NOTE_ERROR_SQL, (list(ids), list(errors)))
+    metrics.OUTBOX_BATCH_SECONDS.observe(time.perf_counter() - batch.started)
     by_topic: dict[str, int] = {}
     for row_id in sent_ids:
         by_topic[topics[row_id]] = by_topic.get(topics[row_id], 0) + 1
     for topic, count in by_topic.items():
         metrics.OUTBOX_PUBLISHED.labels(topic=topic).inc(count)
-    for row_id, error in parked:
+    for row_id, reason in parked:
         metrics.OUTBOX_PARKED.labels(topic=topics[row_id]).inc()
-        logger.error("parked outbox row %d for good: %s", row_id, error)
+        logger.error("parked outbox row %d for good: %s", row_id, reason)
     if failed:
         metrics.OUTBOX_SEND_ERRORS.inc(len(failed))
 
@@ -143,12 +160,20 @@ class Recorder:
         self._thread.start()
 
     def submit(self, batch: Batch) -> None:
+        """Queue `batch`; block while `depth` batches wait, which paces the producer."""
         self._queue.put(batch)
 
     def drain(self) -> None:
+        """Return once everything submitted is recorded or has failed."""
         self._queue.join()
 
+    def take_error(self) -> BaseException | None:
+        """The latest recording failure since the last call, if any (then cleared)."""
+        error, self.error = self.error, None
+        return error
+
     def close(self) -> None:
+        """Record what is queued, then end the thread and its connection."""
         self._queue.put(None)
         self._thread.join(timeout=60)
 

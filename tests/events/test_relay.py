@@ -13,9 +13,14 @@ import pytest
 from django.db import connection, transaction
 
 import events
+from events.core.kafka import Producer
 from events.core.outbox import OutboxError
 from events.models import OutboxEvent, PublishedEvent
-from events.relay.outbox_relay import OutboxRelay, Window
+from events.relay.outbox_relay import OutboxRelay
+from events.relay.reader import Fetched, Reader
+from events.relay.recorder import Batch
+from events.relay.sending import BatchSender
+from events.relay.window import Row, Window
 from tests.effects.event_types import TestPinged
 from tests.events.outbox_rows import (
     first_occurrences,
@@ -117,14 +122,17 @@ def test_a_late_commit_below_the_relays_position_does_not_wait_for_the_poll(
     with transaction.atomic():
         events.publish(TestPinged(ping_id="early", key_id="other-key"))
 
-    class LateCommitDuringARead(OutboxRelay):
-        def _read_batch(self, window: Window) -> tuple[list, str]:
+    class LateCommitDuringARead(Reader):
+        def read(self, window: Window) -> Fetched:
             if not window.from_the_start and not release.is_set():
                 release.set()  # the late row commits now, below the rows read
                 writer.join()
-            return super()._read_batch(window)
+            return super().read(window)
 
-    with running_relay(LateCommitDuringARead(batch_size=1, poll_interval=30.0)):
+    class Relay(OutboxRelay):
+        reader_type = LateCommitDuringARead
+
+    with running_relay(Relay(batch_size=1, poll_interval=30.0)):
         try:
             wait_until(
                 lambda: unsent(topic) == 0 and release.is_set(),
@@ -164,9 +172,9 @@ def test_a_key_keeps_its_order_when_its_first_event_commits_after_a_later_id(
     with transaction.atomic():
         other = events.publish(TestPinged(ping_id="other", key_id="order-other"))
 
-    class CommitsWhileOtherIsInFlight(OutboxRelay):
-        def _produce_batch(self, producer, rows):  # type: ignore[no-untyped-def]
-            batch = super()._produce_batch(producer, rows)
+    class CommitsWhileOtherIsInFlight(BatchSender):
+        def produce_batch(self, producer: Producer, rows: list[Row]) -> Batch:
+            batch = super().produce_batch(producer, rows)
             if any(row[0] == other.id for row in rows) and not release.is_set():
                 release.set()  # K's first event commits, then its second one
                 first.join()
@@ -175,7 +183,10 @@ def test_a_key_keeps_its_order_when_its_first_event_commits_after_a_later_id(
                 second.join()
             return batch
 
-    with running_relay(CommitsWhileOtherIsInFlight(poll_interval=30.0)):
+    class Relay(OutboxRelay):
+        sender_type = CommitsWhileOtherIsInFlight
+
+    with running_relay(Relay(poll_interval=30.0)):
         try:
             wait_until(
                 lambda: release.is_set() and unsent(topic) == 0,

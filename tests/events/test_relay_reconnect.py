@@ -13,7 +13,7 @@ import time
 import pytest
 from django.db import connection
 
-from events.relay.outbox_relay import RELAY_LOCK_KEY, reconnect_delay
+from events.relay.leadership import RELAY_LOCK_KEY, reconnect_delay
 from tests.events.outbox_rows import (
     first_occurrences,
     insert_outbox_rows,
