@@ -7,27 +7,34 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from events.maintenance.housekeeping import (
-    PipelineSnapshot,
-    consumer_group_lag,
-    pipeline_snapshot,
-)
+from events.core.conf import pipeline_settings
+from events.maintenance.housekeeping import PipelineSnapshot, pipeline_snapshot
+from events.observability.lag import FRESH_FOR, reported_lag
 
 
 @dataclass
 class Glance:
+    """The admin index's figures: outbox, consumer lag, new dead letters."""
+
     snapshot: PipelineSnapshot
-    # (topic, partition, lag) of the main topics; None when Kafka did not answer.
+    # (topic, partition, lag) of the main topics, as the consumers last reported it;
+    # None when none of them reported in the last `lag_fresh_for_seconds`.
     lag: list[tuple[str, int, int]] | None
     total_lag: int | None
     dead_letters: dict[str, int] | None  # new dead letters per original topic
+    lag_fresh_for_seconds: int = int(FRESH_FOR.total_seconds())
 
 
 def glance() -> Glance:
-    """Read the figures: outbox from the database, lag from the broker (short timeout)."""
+    """Read the figures, all from the database: no Kafka client is opened per render
+    (the consumers report their lag into ConsumerLag, events.observability.lag)."""
     snapshot = pipeline_snapshot()
-    lag = consumer_group_lag(timeout=1.0)
-    rows = sorted((t, p, n) for (t, p), n in lag.items()) if lag is not None else None
+    conf = pipeline_settings()
+    lag = reported_lag(
+        group=conf.consumer_group,
+        topics=[conf.topic(stream) for stream in conf.streams],
+    )
+    rows = sorted((t, p, n) for (t, p), n in lag.items()) if lag else None
     return Glance(
         snapshot=snapshot,
         lag=rows,

@@ -265,3 +265,32 @@ class DeadLetterAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} by {self.actor} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ConsumerLag(models.Model):
+    """How far a consumer group is behind on one partition, as its consumer last said.
+
+    The consumers write it (events.observability.lag.record_lag, every few seconds,
+    from the watermarks their loop already has), so the admin index reads a table
+    rather than opening a Kafka client per render. A row that stopped being reported
+    is stale, not zero: nobody is consuming that partition for the group right now.
+    """
+
+    group = models.CharField(max_length=255)
+    topic = models.CharField(max_length=249)
+    partition = models.IntegerField()
+    lag = models.BigIntegerField(help_text="High watermark minus the group's position.")
+    reported_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["group", "topic", "partition"],
+                name="consumer_lag_once_per_partition",
+            ),
+        ]
+        verbose_name = "consumer lag"
+        verbose_name_plural = "consumer lag"
+
+    def __str__(self) -> str:
+        return f"{self.group} {self.topic}[{self.partition}]: {self.lag}"

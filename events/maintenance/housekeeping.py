@@ -1,8 +1,10 @@
 """Housekeeping of the pipeline tables: retention, and the figures that describe them.
 
 Services (`*_prune`, `pipeline_gauges_refresh`) are what the Celery tasks in
-events.tasks call; `pipeline_snapshot` and `consumer_group_lag` are read-only and
-also feed the admin index.
+events.tasks call; `pipeline_snapshot` is read-only and also feeds the admin index.
+`consumer_group_lag` asks the broker itself (a Kafka client per call), for ops tools
+such as bench/chaos; the admin reads the lag the consumers report instead
+(events.observability.lag).
 """
 
 from __future__ import annotations
