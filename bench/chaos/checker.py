@@ -42,6 +42,12 @@ def pipeline_settled() -> bool:
     return lag is not None and not any(lag.values())
 
 
+def dead_letters_stored(poison: list[tuple[str, str]]) -> bool:
+    """Whether every poison message sent is a DeadLetter row by now."""
+    found = set(DeadLetter.objects.values_list("original_topic", "key_text"))
+    return set(poison) <= found
+
+
 def all_topics() -> list[str]:
     conf = pipeline_settings()
     return [t for s in conf.streams for t in [conf.topic(s), *conf.retry_topics(s)]]

@@ -88,7 +88,9 @@ def run(config: ChaosConfig) -> dict[str, Any]:
         load_ended = time.time()
         settled = _wait(checker.pipeline_settled, config.settle_timeout)
         settled_after = time.time() - load_ended
-        time.sleep(2.0)  # the dead-letter store keeps the last DLQ messages
+        # The dead-letter store is a consumer of its own: wait until it has stored the
+        # poison's dead letters (a store that never does fails the verdict).
+        _wait(lambda: checker.dead_letters_stored(injector.poison_sent), 60)
     finally:
         stack.stop()
 
