@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import secrets
 import signal
+import subprocess
 import threading
-import time
 import uuid
 
 import pytest
 from django.db import connection, transaction
+from prometheus_client import REGISTRY
 
 import events
-from events.core.kafka import Producer
+from events.core.kafka import Producer, build_producer
 from events.core.outbox import OutboxError
 from events.models import OutboxEvent, PublishedEvent
 from events.relay.outbox_relay import OutboxRelay
@@ -28,7 +29,12 @@ from tests.events.outbox_rows import (
     new_topic_name,
     sequences_by_key,
 )
-from tests.events.relay_process import running_relay, start_relay_process
+from tests.events.pipeline import process_log
+from tests.events.relay_process import (
+    recording_blocked,
+    running_relay,
+    start_relay_process,
+)
 from tests.kafka_helpers import header, make_topic, read_topic
 from tests.waiting import wait_until
 
@@ -89,9 +95,13 @@ def test_without_the_delivery_log_acknowledged_rows_are_only_deleted(
     topic = make_topic(new_topic_name(kafka_topics.topic_prefix, "nolog"))
     # More rows than a batch: the relay reads the next batch ahead while producing.
     insert_outbox_rows(250, topic=topic, keys=5)
+    batches_timed = REGISTRY.get_sample_value("outbox_relay_batch_seconds_count") or 0
     with running_relay(poll_interval=0.2, batch_size=100):
         wait_until(lambda: unsent(topic) == 0, what="all rows sent")
     assert not PublishedEvent.objects.filter(topic=topic).exists()
+    # Three batches (100, 100, 50), each timed from production to its recording.
+    timed = REGISTRY.get_sample_value("outbox_relay_batch_seconds_count")
+    assert timed is not None and timed - batches_timed >= 3
     messages = read_topic(topic, expected=250, timeout=20)
     seqs = [seq for by_key in sequences_by_key(messages).values() for seq in by_key]
     assert sorted(seqs) == list(range(250))
@@ -202,17 +212,36 @@ def test_a_key_keeps_its_order_when_its_first_event_commits_after_a_later_id(
     assert pings == ["k-first", "k-second"]
 
 
+def stop_process(process: subprocess.Popen[bytes] | None) -> int | None:
+    """SIGTERM `process` if it still runs; return its exit status."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=30)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_relay_killed_mid_drain_loses_no_event(kafka_topics, subprocess_env) -> None:
     topic = make_topic(new_topic_name(kafka_topics.topic_prefix, "kill9"))
     insert_outbox_rows(10_000, topic=topic, keys=100)
 
-    first = start_relay_process(subprocess_env, "--batch-size", "500")
-    wait_until(lambda: unsent(topic) <= 8_000, timeout=60, what="a first part sent")
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=10)
-    sent_at_kill = 10_000 - unsent(topic)
-    assert sent_at_kill < 10_000, "relay finished before it could be killed"
+    # The kill lands mid-drain, whatever the relay's speed: it stalls where it cannot
+    # record the batch that holds row 3,000, with the batches after it acknowledged.
+    first = None
+    try:
+        with recording_blocked(topic, at=3_000) as lock:
+            first = start_relay_process(subprocess_env, "--batch-size", "500")
+            wait_until(
+                lock.holds_back_a_relay, timeout=60, what="the relay stalled mid-drain"
+            )
+            pending_at_kill = unsent(topic)
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+    finally:
+        stop_process(first)
+    assert 7_000 <= pending_at_kill < 10_000, "the relay was not mid-drain"
+    sent_at_kill = 10_000 - pending_at_kill
 
     second = start_relay_process(subprocess_env, "--batch-size", "500")
     try:
@@ -225,6 +254,8 @@ def test_relay_killed_mid_drain_loses_no_event(kafka_topics, subprocess_env) -> 
     seqs = [seq for by_key in sequences_by_key(messages).values() for seq in by_key]
     assert set(seqs) == set(range(10_000)), "an event was lost"
     duplicates = len(seqs) - 10_000
+    # Acknowledged but not recorded when the relay died: sent again, never lost.
+    assert duplicates > 0, "the kill did not land between acknowledgement and record"
     print(f"killed at {sent_at_kill} sent; {duplicates} duplicates after restart")
 
 
@@ -234,19 +265,39 @@ def test_two_relays_keep_per_key_order_across_a_leader_crash(
 ) -> None:
     topic = make_topic(new_topic_name(kafka_topics.topic_prefix, "order"))
     insert_outbox_rows(6_000, topic=topic, keys=40)
+    # Only the standby logs what it sends: the delivery log tells its rows apart.
+    leader_env = {**subprocess_env, "OUTBOX_DELIVERY_LOG": "false"}
+    standby_env = {**subprocess_env, "OUTBOX_DELIVERY_LOG": "true"}
 
-    leader = start_relay_process(subprocess_env, "--batch-size", "200")
-    wait_until(lambda: unsent(topic) < 6_000, timeout=60, what="the leader sending")
-    standby = start_relay_process(subprocess_env, "--batch-size", "200")
+    leader = standby = None
     try:
-        time.sleep(0.5)
-        insert_outbox_rows(2_000, topic=topic, keys=40, start=6_000)
-        leader.send_signal(signal.SIGKILL)
-        leader.wait(timeout=10)
+        # The leader stalls mid-drain (it cannot record the batch with row 3,000) with
+        # later batches acknowledged: the standby must send those again, in order.
+        with recording_blocked(topic, at=3_000) as lock:
+            leader = start_relay_process(leader_env, "--batch-size", "200")
+            wait_until(
+                lock.holds_back_a_relay, timeout=60, what="the leader stalled mid-drain"
+            )
+            standby = start_relay_process(standby_env, "--batch-size", "200")
+            wait_until(
+                lambda: "waiting as a hot standby" in process_log(standby),
+                timeout=60,
+                what="the second relay waiting as a standby",
+            )
+            insert_outbox_rows(2_000, topic=topic, keys=40, start=6_000)
+            pending_at_kill = unsent(topic)
+            leader.send_signal(signal.SIGKILL)
+            leader.wait(timeout=10)
+        assert pending_at_kill >= 3_000 + 2_000, "rows sent before the kill"
         wait_until(lambda: unsent(topic) == 0, timeout=90, what="standby drains")
+        assert "relay is the leader" in process_log(standby)
     finally:
-        standby.send_signal(signal.SIGTERM)
-        standby.wait(timeout=30)
+        stop_process(leader)
+        stop_process(standby)
+
+    # Every row pending at the kill was sent by the standby, and only those.
+    sent_by_standby = PublishedEvent.objects.filter(topic=topic).count()
+    assert sent_by_standby == pending_at_kill
 
     messages = read_topic(topic, expected=8_000, timeout=60)
     partitions_by_key: dict[bytes, set[int]] = {}
@@ -272,11 +323,27 @@ def test_relay_rides_out_a_broker_outage_and_loses_nothing(
     settings.KAFKA_BOOTSTRAP_SERVERS = spare_broker
     topic = make_topic(new_topic_name(kafka_topics.topic_prefix, "outage"))
     insert_outbox_rows(500, topic=topic, keys=10)
-    with running_relay(poll_interval=0.2):
+
+    def undelivered() -> int:
+        """Second-half rows whose delivery failed and was noted (insert sets '')."""
+        return (
+            unsent(topic)
+            - OutboxEvent.objects.filter(topic=topic, last_error="").count()
+        )
+
+    # Deliveries fail after 5 s instead of 30: the failure path runs within the test.
+    def producer() -> Producer:
+        return build_producer(**{"delivery.timeout.ms": 5_000})
+
+    with running_relay(poll_interval=0.2, producer_factory=producer):
         wait_until(lambda: unsent(topic) == 0, timeout=60, what="first half sent")
         spare_broker_ctl("stop")
         insert_outbox_rows(500, topic=topic, keys=10, start=500)
-        time.sleep(10)
+        # The relay produced every row, the broker answered for none: all failed,
+        # noted, and still pending.
+        wait_until(
+            lambda: undelivered() == 500, timeout=60, what="the deliveries failing"
+        )
         assert unsent(topic) == 500, "rows marked sent while the broker was down"
         spare_broker_ctl("start")
         wait_until(lambda: unsent(topic) == 0, timeout=90, what="second half")

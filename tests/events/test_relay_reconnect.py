@@ -8,7 +8,8 @@ administrator does to a session: psycopg's AdminShutdown) is the real fault here
 from __future__ import annotations
 
 import signal
-import time
+import subprocess
+from contextlib import ExitStack
 
 import pytest
 from django.db import connection
@@ -21,7 +22,7 @@ from tests.events.outbox_rows import (
     sequences_by_key,
 )
 from tests.events.pipeline import process_log
-from tests.events.relay_process import start_relay_process
+from tests.events.relay_process import recording_blocked, start_relay_process
 from tests.events.test_relay import unsent
 from tests.kafka_helpers import make_topic, read_topic
 from tests.waiting import wait_until
@@ -72,23 +73,35 @@ def test_the_relay_reconnects_after_its_connections_are_cut_and_loses_nothing(
 ) -> None:
     topic = make_topic(new_topic_name(kafka_topics.topic_prefix, "cut"))
     insert_outbox_rows(20_000, topic=topic, keys=40)
-    relay = start_relay_process(subprocess_env, "--batch-size", "100")
+    relay = None
+
+    def leaderships() -> int:
+        return process_log(relay).count("relay is the leader") if relay else 0
+
     try:
-        wait_until(lambda: unsent(topic) < 20_000, timeout=60, what="a first send")
-        assert terminate_relay_connections() >= 1
-        insert_outbox_rows(2_000, topic=topic, keys=40, start=20_000)
-        wait_until(
-            terminate_the_leaders_connection, timeout=30, what="a leader again, to cut"
-        )
+        # Each cut lands mid-drain, whatever the relay's speed: each session stalls
+        # where it cannot record a locked row, so rows are pending when it is cut.
+        with recording_blocked(topic, at=12_000) as second:
+            with recording_blocked(topic, at=5_000) as first:
+                relay = start_relay_process(subprocess_env, "--batch-size", "100")
+                wait_until(first.holds_back_a_relay, timeout=60, what="a first stall")
+                assert unsent(topic) >= 15_000
+                assert terminate_relay_connections() >= 1
+            insert_outbox_rows(2_000, topic=topic, keys=40, start=20_000)
+            wait_until(lambda: leaderships() >= 2, timeout=30, what="a new session")
+            wait_until(second.holds_back_a_relay, timeout=60, what="a second stall")
+            assert unsent(topic) >= 8_000 + 2_000
+            assert terminate_the_leaders_connection() == 1
         wait_until(lambda: unsent(topic) == 0, timeout=120, what="all sent")
+        wait_until(lambda: leaderships() >= 3, timeout=30, what="a third session")
         assert relay.poll() is None, process_log(relay)[-3000:]
     finally:
-        relay.send_signal(signal.SIGTERM)
-        assert relay.wait(timeout=30) == 0
+        if relay is not None:
+            relay.send_signal(signal.SIGTERM)
+            assert relay.wait(timeout=30) == 0
 
     log = process_log(relay)
     assert log.count("database connection lost") >= 2, log[-3000:]
-    assert log.count("relay is the leader") >= 3
     duplicates = assert_complete_and_in_order(topic, 22_000, keys=40)
     print(f"{duplicates} duplicates after two cuts")
 
@@ -99,21 +112,28 @@ def test_leadership_moves_safely_when_relays_lose_the_database_repeatedly(
 ) -> None:
     topic = make_topic(new_topic_name(kafka_topics.topic_prefix, "cut2"))
     insert_outbox_rows(20_000, topic=topic, keys=40)
-    relays = [
-        start_relay_process(
-            subprocess_env, "--batch-size", "100", "--poll-interval", "0.2"
-        )
-        for _ in range(2)
-    ]
+    relays: list[subprocess.Popen[bytes]] = []
     try:
-        for round_ in range(3):
-            wait_until(
-                lambda round_=round_: unsent(topic) < 20_000 - round_ * 2_000,
-                timeout=60,
-                what="some progress",
-            )
-            terminate_relay_connections()
-            time.sleep(0.3)
+        with ExitStack() as cleanup:
+            # One stall per round, each further on: every cut lands on a leader
+            # mid-drain, and the next round waits for the next leader to get there.
+            rounds = []
+            for at in (4_000, 9_000, 14_000):
+                stall = cleanup.enter_context(ExitStack())
+                rounds.append(
+                    (at, stall, stall.enter_context(recording_blocked(topic, at=at)))
+                )
+            relays = [
+                start_relay_process(
+                    subprocess_env, "--batch-size", "100", "--poll-interval", "0.2"
+                )
+                for _ in range(2)
+            ]
+            for at, stall, lock in rounds:
+                wait_until(lock.holds_back_a_relay, timeout=60, what=f"a stall at {at}")
+                assert unsent(topic) >= 20_000 - at
+                assert terminate_relay_connections() >= 1
+                stall.close()  # the next leader's drain goes on, up to the next stall
         wait_until(lambda: unsent(topic) == 0, timeout=120, what="all sent")
         assert all(r.poll() is None for r in relays)
     finally:
