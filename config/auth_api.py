@@ -19,8 +19,8 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from reservations.api_schema import error_responses
-from reservations.throttling import ReadRatesWhenAsked
+from http_api.api_schema import error_responses
+from http_api.throttling import ReadRatesWhenAsked
 
 
 def auth_token_issue(*, user: AbstractBaseUser) -> Token:

@@ -1,6 +1,6 @@
 """Errors under /api/ leave in the API's one JSON shape; other paths stay Django's.
 
-DRF's exception handler (reservations.api_errors) covers what happens inside an API
+DRF's exception handler (http_api.api_errors) covers what happens inside an API
 view. These cover the rest: a path no view matches (a catch-all route, so it holds
 with DEBUG on too), a body over the size limit, a CSRF failure, and an exception that
 escaped everything, where a database that is down or a pool that is exhausted becomes
@@ -18,7 +18,7 @@ from django.urls import Resolver404, resolve
 from django.views import csrf, defaults
 from django.views.decorators.csrf import csrf_exempt
 
-from reservations.api_errors import (
+from http_api.api_errors import (
     DATABASE_UNAVAILABLE,
     DATABASE_UNAVAILABLE_ERRORS,
     error_body,

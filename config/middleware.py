@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from reservations.api_errors import error_body, request_too_large
 
 from config.error_views import is_api_request, json_response
 from events.core.tracing import (
@@ -16,6 +15,7 @@ from events.core.tracing import (
     set_trace_id,
     trace_id_from_traceparent,
 )
+from http_api.api_errors import error_body, request_too_large
 
 
 class TraceparentMiddleware:
@@ -47,7 +47,7 @@ class ApiRequestSizeMiddleware:
     Django itself only notices when something reads `request.body` or `POST`, and then
     answers an HTML 400; a client that sent too much should learn the limit instead.
     Bodies without a Content-Length (chunked) are caught where they are read
-    (config.error_views.bad_request, reservations.api_errors).
+    (config.error_views.bad_request, http_api.api_errors).
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from http_api.admin import ReadOnlyAdmin
 from payments.models import Payment, Wallet, WalletTransaction
-from reservations.admin import ReadOnlyAdmin
 
 
 class WalletTransactionInline(admin.TabularInline):

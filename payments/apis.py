@@ -14,18 +14,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from payments import selectors
-from payments.models import Payment, Wallet, WalletTransaction
-from payments.services import MAX_CHARGE_AMOUNT, payment_process, wallet_charge
-from reservations.api_schema import (
+from http_api.api_schema import (
     AUTH_ERRORS,
     IDEMPOTENCY_KEY_PARAMETER,
     WRITE_ERRORS,
     error_responses,
 )
-from reservations.idempotency import idempotent
-from reservations.pagination import PageSizePagination
-from reservations.throttling import WritesThrottleMixin
+from http_api.idempotency import idempotent
+from http_api.pagination import PageSizePagination
+from http_api.throttling import WritesThrottleMixin
+from payments import selectors
+from payments.models import Payment, Wallet, WalletTransaction
+from payments.services import MAX_CHARGE_AMOUNT, payment_process, wallet_charge
 
 
 class PaymentSerializer(serializers.ModelSerializer):

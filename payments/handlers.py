@@ -5,8 +5,9 @@ from __future__ import annotations
 from events.core.delivery import Delivery
 from events.core.registry import handler
 from events.core.types import PoisonMessage
+from http_api.errors import NotFound
 from payments.events import PaymentCompleted
-from reservations.errors import InvalidState, NotFound
+from reservations.errors import InvalidState
 from reservations.models import NotificationKind
 from reservations.services import notification_create, reservation_confirm
 

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 from django.db.models import QuerySet
 
+from http_api.errors import NotFound
 from payments.models import Payment, Wallet, WalletTransaction
-from reservations.errors import NotFound
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User

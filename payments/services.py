@@ -16,9 +16,9 @@ from django.db import transaction
 from django.utils import timezone
 
 import events
+from payments.errors import InsufficientBalance
 from payments.events import PaymentCompleted
 from payments.models import Payment, Wallet, WalletTransaction, WalletTransactionKind
-from reservations.errors import InsufficientBalance
 from reservations.services import reservation_lock_for_payment, reservation_mark_paid
 
 if TYPE_CHECKING:

@@ -1,37 +1,23 @@
 """Admin for the catalog and reservations.
 
-Catalog rows are editable. State rows (reservations, tickets, notifications,
-idempotency records) are read-only here: services are their only writers, and an
-edit that bypassed them would skip the row locks and the events.
+Catalog rows are editable. State rows (reservations, tickets, notifications) are
+read-only here (`http_api.admin.ReadOnlyAdmin`): services are their only writers, and
+an edit that bypassed them would skip the row locks and the events.
 """
 
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest
 
+from http_api.admin import ReadOnlyAdmin
 from reservations.models import (
     Concert,
-    IdempotencyRecord,
     Notification,
     Performance,
     Reservation,
     Seat,
     Ticket,
 )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Browse and search only; changes go through the services."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 class PerformanceInline(admin.TabularInline):
@@ -102,11 +88,3 @@ class NotificationAdmin(ReadOnlyAdmin):
     @admin.display(description="message")
     def short_message(self, obj: Notification) -> str:
         return obj.message if len(obj.message) <= 60 else obj.message[:57] + "..."
-
-
-@admin.register(IdempotencyRecord)
-class IdempotencyRecordAdmin(ReadOnlyAdmin):
-    list_display = ("id", "user", "scope", "key", "response_status", "created_at")
-    list_filter = ("scope", "response_status")
-    search_fields = ("key", "user__username")
-    list_select_related = ("user",)

@@ -15,14 +15,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from reservations import selectors
-from reservations.api_schema import (
+from http_api.api_schema import (
     AUTH_ERRORS,
     IDEMPOTENCY_KEY_PARAMETER,
     WRITE_ERRORS,
     error_responses,
 )
-from reservations.idempotency import idempotent
+from http_api.idempotency import idempotent
+from http_api.pagination import PageSizePagination
+from http_api.throttling import WritesThrottleMixin
+from reservations import selectors
 from reservations.models import (
     Concert,
     Notification,
@@ -31,9 +33,7 @@ from reservations.models import (
     Seat,
     SeatGrade,
 )
-from reservations.pagination import PageSizePagination
 from reservations.services import reservation_cancel, reservation_create
-from reservations.throttling import WritesThrottleMixin
 
 
 class ConcertSerializer(serializers.ModelSerializer):

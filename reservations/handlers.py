@@ -13,7 +13,7 @@ from typing import Any
 from events.core.delivery import Delivery
 from events.core.registry import handler
 from events.core.types import PoisonMessage
-from reservations.errors import NotFound
+from http_api.errors import NotFound
 from reservations.events import (
     ReservationCancelled,
     ReservationCreated,

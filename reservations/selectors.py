@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from django.db.models import QuerySet
 
-from reservations.errors import NotFound
+from http_api.errors import NotFound
 from reservations.models import (
     Concert,
     Notification,

@@ -24,11 +24,11 @@ from django.utils import timezone
 
 import events
 from events.core.bulk_insert import insert_skipping_present
+from http_api.errors import NotFound
 from reservations.errors import (
     AlreadyPaid,
     HoldExpired,
     InvalidState,
-    NotFound,
     SeatUnavailable,
 )
 from reservations.events import (

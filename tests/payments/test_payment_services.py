@@ -7,15 +7,11 @@ from datetime import timedelta
 import pytest
 from django.db import IntegrityError, transaction
 
+from http_api.errors import NotFound
+from payments.errors import InsufficientBalance
 from payments.models import Payment, Wallet, WalletTransaction, WalletTransactionKind
 from payments.services import payment_process, wallet_charge
-from reservations.errors import (
-    AlreadyPaid,
-    HoldExpired,
-    InsufficientBalance,
-    InvalidState,
-    NotFound,
-)
+from reservations.errors import AlreadyPaid, HoldExpired, InvalidState
 from reservations.models import ReservationStatus, SeatStatus
 from reservations.services import (
     reservation_cancel,

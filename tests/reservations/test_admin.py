@@ -7,11 +7,11 @@ from django.contrib import admin
 from django.test import Client
 from django.urls import reverse
 
+from http_api.models import IdempotencyRecord
 from payments.models import Payment, Wallet, WalletTransaction
 from payments.services import payment_process, wallet_charge
 from reservations.models import (
     Concert,
-    IdempotencyRecord,
     Notification,
     NotificationKind,
     Performance,

@@ -8,7 +8,8 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from reservations.models import IdempotencyRecord, Reservation, SeatStatus
+from http_api.models import IdempotencyRecord
+from reservations.models import Reservation, SeatStatus
 from tests.reservations.concurrency import run_in_parallel
 from tests.reservations.factories import make_performance, make_user
 from tests.reservations.helpers import outbox

@@ -7,7 +7,8 @@ import uuid
 import pytest
 from django.utils import timezone
 
-from reservations.errors import InvalidState, NotFound
+from http_api.errors import NotFound
+from reservations.errors import InvalidState
 from reservations.models import (
     Notification,
     NotificationKind,

@@ -8,8 +8,9 @@ import pytest
 from django.urls import reverse
 from drf_spectacular.generators import SchemaGenerator
 
-from reservations.idempotency import KEY_PATTERN
-from reservations.models import IdempotencyRecord, Reservation
+from http_api.idempotency import KEY_PATTERN
+from http_api.models import IdempotencyRecord
+from reservations.models import Reservation
 from tests.reservations.helpers import outbox_types
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 from django.urls import reverse
 
-from reservations.models import IdempotencyRecord
+from http_api.models import IdempotencyRecord
 
 pytestmark = pytest.mark.django_db
 
@@ -108,7 +108,7 @@ def test_the_migration_turns_stored_json_bodies_into_replayable_bytes(user):
         executor = MigrationExecutor(connection)
         executor.migrate(after)
     finally:
-        call_command("migrate", "reservations", verbosity=0)
+        call_command("migrate", verbosity=0)
 
     converted = IdempotencyRecord.objects.get(key="old-body")
     assert converted.response_status == 201

@@ -28,9 +28,9 @@ from hypothesis.stateful import (
 )
 
 from events.models import OutboxEvent
+from http_api.errors import ApplicationError
 from payments.models import Payment, Wallet, WalletTransaction
 from payments.services import payment_process, wallet_charge
-from reservations.errors import ApplicationError
 from reservations.models import (
     ACTIVE_STATUSES,
     HOLDING_STATUSES,

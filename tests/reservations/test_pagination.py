@@ -6,8 +6,8 @@ import pytest
 from django.urls import reverse
 from drf_spectacular.generators import SchemaGenerator
 
+from http_api.pagination import PageSizePagination
 from reservations.models import Concert
-from reservations.pagination import PageSizePagination
 from tests.reservations.test_openapi_schema import ENDPOINTS, openapi_path
 
 pytestmark = pytest.mark.django_db

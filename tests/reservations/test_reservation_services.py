@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from reservations.errors import AlreadyPaid, InvalidState, NotFound, SeatUnavailable
+from http_api.errors import NotFound
+from reservations.errors import AlreadyPaid, InvalidState, SeatUnavailable
 from reservations.models import ReservationStatus, SeatStatus
 from reservations.services import reservation_cancel, reservation_create
 from tests.reservations.factories import make_performance, make_seat

@@ -3,15 +3,16 @@
     {"error": {"code": "seat_unavailable", "message": "...", "details": {...}}}
 
 Settings: REST_FRAMEWORK["EXCEPTION_HANDLER"] =
-"reservations.api_errors.api_exception_handler".
-ApplicationError codes map to HTTP statuses here, so services never speak HTTP.
-Anything not handled here stays a 500, which Django logs.
+"http_api.api_errors.api_exception_handler".
+An ApplicationError's kind (`http_api.errors`) maps to an HTTP status here, so
+services never speak HTTP and this module needs no app's list of codes. Anything not
+handled here stays a 500, which Django logs.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -25,15 +26,30 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-from reservations.errors import ApplicationError
+from http_api.errors import (
+    ApplicationError,
+    Conflict,
+    IdempotencyKeyReused,
+    InvalidIdempotencyKey,
+    NotFound,
+)
 
 logger = logging.getLogger(__name__)
+
+
+class ErrorFields(TypedDict):
+    """The fields of the error body (`error_body`'s keyword arguments)."""
+
+    code: str
+    message: str
+    details: dict[str, Any]
+
 
 # The database is down, restarting, refused the connection, or the process's pool had
 # no free connection in time (psycopg_pool.PoolTimeout, which Django wraps in
 # OperationalError): worth retrying, so a 503 with Retry-After, not a 500.
 DATABASE_UNAVAILABLE_ERRORS = (OperationalError, InterfaceError)
-DATABASE_UNAVAILABLE = {
+DATABASE_UNAVAILABLE: ErrorFields = {
     "code": "database_unavailable",
     "message": "The database is unavailable or busy; retry after the time given in "
     "the Retry-After header.",
@@ -41,7 +57,7 @@ DATABASE_UNAVAILABLE = {
 }
 
 
-def request_too_large() -> dict[str, Any]:
+def request_too_large() -> ErrorFields:
     """The 413 body's fields; the limit is Django's DATA_UPLOAD_MAX_MEMORY_SIZE."""
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     return {
@@ -51,16 +67,22 @@ def request_too_large() -> dict[str, Any]:
     }
 
 
-STATUS_BY_CODE: dict[str, int] = {
-    "not_found": status.HTTP_404_NOT_FOUND,
-    "seat_unavailable": status.HTTP_409_CONFLICT,
-    "already_paid": status.HTTP_409_CONFLICT,
-    "insufficient_balance": status.HTTP_409_CONFLICT,
-    "hold_expired": status.HTTP_409_CONFLICT,
-    "invalid_state": status.HTTP_409_CONFLICT,
-    "idempotency_key_reused": status.HTTP_422_UNPROCESSABLE_ENTITY,
-    "invalid_idempotency_key": status.HTTP_400_BAD_REQUEST,
-}
+# The first kind an error is an instance of gives its status; any other
+# ApplicationError is a 400. Apps choose a status by subclassing a kind.
+STATUS_BY_KIND: tuple[tuple[type[ApplicationError], int], ...] = (
+    (NotFound, status.HTTP_404_NOT_FOUND),
+    (Conflict, status.HTTP_409_CONFLICT),
+    (IdempotencyKeyReused, status.HTTP_422_UNPROCESSABLE_ENTITY),
+    (InvalidIdempotencyKey, status.HTTP_400_BAD_REQUEST),
+)
+
+
+def application_error_status(exc: ApplicationError) -> int:
+    """The HTTP status of an application error, from the kind it subclasses."""
+    for kind, status_code in STATUS_BY_KIND:
+        if isinstance(exc, kind):
+            return status_code
+    return status.HTTP_400_BAD_REQUEST
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -68,7 +90,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, ApplicationError):
         set_rollback()
         return error_response(
-            status_code=STATUS_BY_CODE.get(exc.code, status.HTTP_400_BAD_REQUEST),
+            status_code=application_error_status(exc),
             code=exc.code,
             message=exc.message,
             details=exc.extra,
@@ -76,12 +98,12 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, DATABASE_UNAVAILABLE_ERRORS):
         logger.warning("database unavailable: %s: %s", type(exc).__name__, exc)
         set_rollback()
-        response = error_response(
+        unavailable = error_response(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             **DATABASE_UNAVAILABLE,
         )
-        response["Retry-After"] = str(settings.DATABASE_UNAVAILABLE_RETRY_AFTER)
-        return response
+        unavailable["Retry-After"] = str(settings.DATABASE_UNAVAILABLE_RETRY_AFTER)
+        return unavailable
     if isinstance(exc, RequestDataTooBig):
         return error_response(
             status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
@@ -109,6 +131,7 @@ def error_body(*, code: str, message: str, details: dict[str, Any]) -> dict[str,
 def error_response(
     *, status_code: int, code: str, message: str, details: dict[str, Any]
 ) -> Response:
+    """A DRF Response with the error body, for the renderer to serialise."""
     return Response(
         error_body(code=code, message=message, details=details), status=status_code
     )
@@ -121,7 +144,9 @@ def _describe(
         details = data if isinstance(data, dict) else {"non_field_errors": data}
         return "validation_error", "Invalid input.", details
     if isinstance(exc, exceptions.Throttled):
-        return "throttled", str(exc.detail), {"wait_seconds": exc.wait}
+        # Throttled sets `wait` in __init__; the stubs do not declare it.
+        wait = exc.wait  # type: ignore[attr-defined]
+        return "throttled", str(exc.detail), {"wait_seconds": wait}
     codes = exc.get_codes()
     code = codes if isinstance(codes, str) else exc.default_code
     return str(code), str(exc.detail), {}

@@ -1,14 +1,22 @@
-"""OpenAPI pieces every view shares: the error body, error responses, the key header."""
+"""OpenAPI pieces every view shares: the error body, error responses, the key header.
+
+Both apps' views document their errors with these, so the schema has one `Error`
+component and one description per status, whichever app a view belongs to.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
-from reservations.idempotency import IDEMPOTENCY_HEADER, KEY_PATTERN, MAX_KEY_LENGTH
+from http_api.idempotency import IDEMPOTENCY_HEADER, KEY_PATTERN, MAX_KEY_LENGTH
 
 
-class ErrorBodySerializer(serializers.Serializer):
+# No docstrings on these two: drf-spectacular would publish them as the components'
+# descriptions. ErrorBody is the `error` object of `http_api.api_errors.error_body`.
+class ErrorBodySerializer(serializers.Serializer[Any]):
     code = serializers.CharField(help_text="Stable, machine-readable error code.")
     message = serializers.CharField(help_text="Human-readable explanation.")
     details = serializers.DictField(
@@ -20,13 +28,16 @@ class ErrorBodySerializer(serializers.Serializer):
         ref_name = "ErrorBody"
 
 
-class ErrorSerializer(serializers.Serializer):
+class ErrorSerializer(serializers.Serializer[Any]):
     error = ErrorBodySerializer()
 
     class Meta:
         ref_name = "Error"
 
 
+# The 409 line names the codes of the apps' `Conflict` errors (reservations.errors,
+# payments.errors) as text, so the kernel imports neither; tests/http_api checks that
+# it names every one.
 _DESCRIPTIONS = {
     400: "Invalid input (code validation_error, invalid_idempotency_key, ...).",
     401: "Not authenticated.",
@@ -52,7 +63,7 @@ WRITE_ERRORS = (400, 401, 403, 404, 409, 422, 429)
 
 IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
     name=IDEMPOTENCY_HEADER,
-    # The same pattern the view validates with (reservations.idempotency).
+    # The same pattern the view validates with (http_api.idempotency).
     type={
         "type": "string",
         "minLength": 1,

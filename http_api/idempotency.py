@@ -25,18 +25,19 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Concatenate, ParamSpec, TypeAlias, TypeVar
 
 from django.db import transaction
 from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from django.utils import timezone
+from rest_framework.exceptions import NotAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from reservations.errors import IdempotencyKeyReused, InvalidIdempotencyKey
-from reservations.models import IdempotencyRecord
+from http_api.errors import IdempotencyKeyReused, InvalidIdempotencyKey
+from http_api.models import IdempotencyRecord
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -52,15 +53,32 @@ _KEY_RE = re.compile(KEY_PATTERN)
 # Invalid input never started the work: the client may fix it and reuse the key.
 UNSTORED_STATUSES = frozenset({400})
 
-ViewMethod = TypeVar("ViewMethod", bound=Callable[..., Response])
+View = TypeVar("View", bound=APIView)
+Params = ParamSpec("Params")
+# A view method as written (returns a DRF Response), and as decorated: a replay is a
+# plain HttpResponse carrying the stored bytes.
+ViewMethod: TypeAlias = Callable[Concatenate[View, Request, Params], Response]
+IdempotentViewMethod: TypeAlias = Callable[
+    Concatenate[View, Request, Params], HttpResponseBase
+]
 
 
-def idempotent(scope: str) -> Callable[[ViewMethod], ViewMethod]:
-    """Make an APIView method honour the Idempotency-Key header under `scope`."""
+def idempotent(
+    scope: str,
+) -> Callable[[ViewMethod[View, Params]], IdempotentViewMethod[View, Params]]:
+    """Make an APIView method honour the Idempotency-Key header under `scope`.
 
-    def decorate(method: ViewMethod) -> ViewMethod:
+    `scope` names the operation, so one key sent to two different endpoints is two
+    keys; it is stored with the record and must not change once clients use it.
+    """
+
+    def decorate(
+        method: ViewMethod[View, Params],
+    ) -> IdempotentViewMethod[View, Params]:
         @functools.wraps(method)
-        def wrapper(view: APIView, request: Request, *args: Any, **kwargs: Any) -> Any:
+        def wrapper(
+            view: View, request: Request, /, *args: Params.args, **kwargs: Params.kwargs
+        ) -> HttpResponseBase:
             key = request.headers.get(IDEMPOTENCY_HEADER)
             if key is None:
                 return method(view, request, *args, **kwargs)
@@ -73,7 +91,7 @@ def idempotent(scope: str) -> Callable[[ViewMethod], ViewMethod]:
                 call=lambda: method(view, request, *args, **kwargs),
             )
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorate
 
@@ -86,10 +104,15 @@ def _run_once(
     key: str,
     call: Callable[[], Response],
 ) -> HttpResponseBase:
+    user_id = request.user.pk
+    if user_id is None:
+        # A key belongs to a user; the views that take one require authentication,
+        # so this is only reached by a view that forgot to.
+        raise NotAuthenticated()
     fingerprint = request_fingerprint(request)
     with transaction.atomic():
         record = idempotency_record_claim(
-            user_id=request.user.pk, scope=scope, key=key, fingerprint=fingerprint
+            user_id=user_id, scope=scope, key=key, fingerprint=fingerprint
         )
         if record.fingerprint != fingerprint:
             raise IdempotencyKeyReused(extra={"idempotency_key": key})
@@ -137,7 +160,7 @@ def idempotency_record_claim(
 
 
 def idempotency_record_complete(
-    *, record: IdempotencyRecord, response: HttpResponseBase
+    *, record: IdempotencyRecord, response: HttpResponse
 ) -> None:
     """Store the rendered response that repeats of this key will get."""
     record.response_status = response.status_code
