@@ -17,12 +17,14 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
+from events.core.headers import display_value
 from events.dead_letters.presentation import (
     error_summary_text,
     format_time,
     or_dash,
     pretty_bytes,
 )
+from events.dead_letters.rows import decode_headers
 from events.dead_letters.timeline import dead_letter_timeline
 from events.models import DeadLetter
 
@@ -130,9 +132,13 @@ class DeadLetterColumns(DeadLetterModelAdmin):
 
     @admin.display(description="headers")
     def headers_pre(self, obj: DeadLetter) -> SafeString:
+        # Spring's binary numbers (partition, offset, timestamp) as decimals.
         return format_html(
             "<pre>{}</pre>",
-            "\n".join(f"{name}: {value}" for name, value in obj.headers or []),
+            "\n".join(
+                f"{name}: {display_value(name, value)}"
+                for name, value in decode_headers(obj.headers or [])
+            ),
         )
 
     @admin.display(description="timeline")

@@ -7,28 +7,38 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from events.core import headers as dl
-from events.core.kafka import Message
+from events.core.kafka import Record
 from events.models import DeadLetter, FailedAttempt
 
 StoredHeaders = list[list[Any]]
 
+# Control characters other than tab, newline and carriage return (tracebacks have those).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
-def dead_letter_from_message(message: Message) -> DeadLetter:
-    """Build (unsaved) the DeadLetter row of one DLQ message."""
+
+def dead_letter_from_message(message: Record) -> DeadLetter:
+    """Build (unsaved) the DeadLetter row of one DLQ message.
+
+    Reads ours, Spring's and our old (ASCII-decimal) dead letters alike: the decoding
+    and its rule for old letters are `events.core.headers.read_dead_letter`'s.
+    """
     raw_headers = message.headers() or []
     h = dl.header_map(raw_headers)
+    letter = dl.read_dead_letter(raw_headers)
     value = message.value()
     key = message.key()
     payload = _json_or_none(value)
     envelope = payload if isinstance(payload, dict) else {}
-    failed_at = _ms_to_datetime(h.get(dl.DLT_FAILED_AT))
+    failed_at = _ms_to_datetime(letter.failed_at_ms)
     event_id = _uuid_or_none(envelope.get("id") or h.get(dl.EVENT_ID))
-    handler = h.get(dl.DLT_HANDLER, "")
+    handler = letter.handler
     return DeadLetter(
         dlq_topic=message.topic(),
         dlq_partition=message.partition(),
@@ -40,32 +50,43 @@ def dead_letter_from_message(message: Message) -> DeadLetter:
         payload=payload,
         event_id=event_id,
         event_type=str(envelope.get("type") or h.get(dl.EVENT_TYPE, ""))[:100],
-        error_class=h.get(dl.DLT_EXCEPTION_FQCN, "")[:255],
-        error_message=h.get(dl.DLT_EXCEPTION_MESSAGE, ""),
-        traceback=h.get(dl.DLT_EXCEPTION_STACKTRACE, ""),
-        original_topic=h.get(dl.DLT_ORIGINAL_TOPIC, ""),
-        original_partition=_int(h.get(dl.DLT_ORIGINAL_PARTITION)),
-        original_offset=_int(h.get(dl.DLT_ORIGINAL_OFFSET)),
-        original_timestamp=_ms_to_datetime(h.get(dl.DLT_ORIGINAL_TIMESTAMP)),
-        attempts=_int(h.get(dl.DLT_ATTEMPTS)) or 0,
+        error_class=letter.exception_fqcn[:255],
+        error_message=letter.exception_message,
+        traceback=letter.exception_stacktrace,
+        original_topic=letter.original_topic,
+        original_partition=letter.original_partition,
+        original_offset=letter.original_offset,
+        original_timestamp=_ms_to_datetime(letter.original_timestamp_ms),
+        attempts=letter.attempts or 0,
         handler=handler,
-        consumer_group=h.get(dl.DLT_ORIGINAL_CONSUMER_GROUP, ""),
-        replay_count=_int(h.get(dl.REPLAY_COUNT)) or 0,
+        consumer_group=letter.consumer_group,
+        replay_count=dl.decode_decimal(
+            dl.raw_header_map(raw_headers).get(dl.REPLAY_COUNT)
+        )
+        or 0,
         first_failed_at=_first_failure(event_id, handler) or failed_at,
         last_failed_at=failed_at,
     )
 
 
-def encode_headers(headers: list[tuple[str, bytes | None]]) -> StoredHeaders:
-    """Headers as JSON: text where the bytes are UTF-8, base64 otherwise."""
+def encode_headers(headers: Sequence[tuple[str, bytes | None]]) -> StoredHeaders:
+    """Headers as JSON: text where the bytes are UTF-8 text, base64 otherwise.
+
+    Binary values (Spring's 4- and 8-byte numbers) are base64 even when they happen to
+    be valid UTF-8: they are mostly NUL bytes, which PostgreSQL's jsonb refuses in text.
+    """
     out: StoredHeaders = []
     for name, value in headers:
         if value is None:
             out.append([name, None])
             continue
         try:
-            out.append([name, value.decode("utf-8")])
+            text = value.decode("utf-8")
         except UnicodeDecodeError:
+            text = None
+        if text is not None and not _CONTROL.search(text):
+            out.append([name, text])
+        else:
             out.append([name, {"base64": base64.b64encode(value).decode()}])
     return out
 
@@ -110,15 +131,10 @@ def _uuid_or_none(value: Any) -> uuid.UUID | None:
         return None
 
 
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _ms_to_datetime(value: str | None) -> datetime | None:
-    ms = _int(value)
+def _ms_to_datetime(ms: int | None) -> datetime | None:
     if ms is None or ms <= 0:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):  # past year 9999: not a real time
+        return None

@@ -62,6 +62,7 @@ def make_dead_letter(
     key: str = "K",
     replay_count: int = 0,
     status: str = DeadLetter.Status.NEW,
+    extra_headers: list[tuple[str, bytes]] | None = None,
 ) -> DeadLetter:
     """A row as the store would write it for a dead letter of `envelope`."""
     headers = [
@@ -71,6 +72,7 @@ def make_dead_letter(
         (dl.DLT_ORIGINAL_TOPIC, conf.topic("reservation").encode()),
         (dl.DLT_EXCEPTION_FQCN, b"builtins.RuntimeError"),
         (dl.DLT_ATTEMPTS, b"3"),
+        *(extra_headers or []),
     ]
     if replay_count:
         headers.append(("x-replay-count", str(replay_count).encode()))
@@ -98,6 +100,35 @@ def make_dead_letter(
         last_failed_at=datetime.now(tz=UTC),
         status=status,
     )
+
+
+def legacy_dead_letter_headers(
+    origin: dl.Origin,
+    *,
+    group: str,
+    handler: str,
+    message: str = "boom",
+    event_id: str = "e1",
+) -> list[tuple[str, bytes]]:
+    """A dead letter's headers as our code wrote them before the Spring encoding:
+    ASCII decimals for the numbers, our extras under Spring's prefix."""
+    return [
+        (dl.EVENT_ID, event_id.encode()),
+        (dl.DLT_ORIGINAL_TOPIC, origin.topic.encode()),
+        (dl.DLT_ORIGINAL_PARTITION, str(origin.partition).encode()),
+        (dl.DLT_ORIGINAL_OFFSET, str(origin.offset).encode()),
+        (dl.DLT_ORIGINAL_TIMESTAMP, str(origin.timestamp_ms).encode()),
+        (dl.DLT_ORIGINAL_CONSUMER_GROUP, group.encode()),
+        (dl.DLT_EXCEPTION_FQCN, b"builtins.RuntimeError"),
+        (dl.DLT_EXCEPTION_MESSAGE, message.encode()),
+        (
+            dl.DLT_EXCEPTION_STACKTRACE,
+            f"Traceback ...\nRuntimeError: {message}\n".encode(),
+        ),
+        (dl.LEGACY_DLT_ATTEMPTS, b"3"),
+        (dl.LEGACY_DLT_HANDLER, handler.encode()),
+        (dl.LEGACY_DLT_FAILED_AT, b"1700000000999"),
+    ]
 
 
 def read_all(topic: str, *, expected: int = 0, timeout: float = 3.0) -> list:

@@ -151,17 +151,21 @@ def test_failing_handler_dead_letters_once_with_every_header_and_others_flow(
     assert header(letter, "event_id") == bad_id
     assert letter.key() == b"K"
     assert json.loads(letter.value())["data"]["ping_id"] == "doomed"
+    raw = dl.raw_header_map(letter.headers())
     assert header(letter, dl.DLT_ORIGINAL_TOPIC) == topic
-    assert header(letter, dl.DLT_ORIGINAL_PARTITION) is not None
-    assert header(letter, dl.DLT_ORIGINAL_OFFSET) == "0"
-    assert int(header(letter, dl.DLT_ORIGINAL_TIMESTAMP)) > 0
+    assert len(raw[dl.DLT_ORIGINAL_PARTITION]) == 4  # Spring's int, big-endian
+    assert raw[dl.DLT_ORIGINAL_OFFSET] == bytes(8)  # Spring's long: offset 0
+    assert dl.decode_int(raw[dl.DLT_ORIGINAL_TIMESTAMP], 8) > 0
+    assert header(letter, dl.DLT_ORIGINAL_TIMESTAMP_TYPE) == "CreateTime"
     assert header(letter, dl.DLT_ORIGINAL_CONSUMER_GROUP) == group
+    assert header(letter, dl.DLT_EXCEPTION_CAUSE_FQCN) == "builtins.RuntimeError"
     assert header(letter, dl.DLT_EXCEPTION_FQCN) == "builtins.RuntimeError"
     assert header(letter, dl.DLT_EXCEPTION_MESSAGE) == "ping doomed always fails"
     assert "RuntimeError" in header(letter, dl.DLT_EXCEPTION_STACKTRACE)
     assert header(letter, dl.DLT_ATTEMPTS) == "3"
     assert header(letter, dl.DLT_HANDLER) == "tests.effects.handlers.record_ping"
     assert int(header(letter, dl.DLT_FAILED_AT)) > 0
+    assert dl.LEGACY_DLT_ATTEMPTS not in raw, "our extras under Spring's prefix"
     assert header(letter, dl.RETRY_HANDLER) is None, "retry bookkeeping leaked"
     assert effects("doomed") == 0
     outcomes = FailedAttempt.objects.filter(event_id=bad_id).order_by("attempt")

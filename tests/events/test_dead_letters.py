@@ -87,6 +87,12 @@ def test_failed_event_is_stored_with_every_field_then_requeued_edited_and_handle
         assert letter.last_failed_at > letter.first_failed_at
         names = [name for name, _ in letter.headers]
         assert "event_id" in names and dl.DLT_EXCEPTION_STACKTRACE in names
+        # Spring's binary numbers are stored exactly (base64 in the JSON).
+        stored = dict(decode_headers(letter.headers))
+        assert stored[dl.DLT_ORIGINAL_OFFSET] == dl.encode_int64(0)
+        assert letter.original_partition == dl.decode_int(
+            stored[dl.DLT_ORIGINAL_PARTITION], 4
+        )
         # The store commits its offsets once the row is in.
         wait_until(
             lambda: (
@@ -135,6 +141,8 @@ def test_failed_event_is_stored_with_every_field_then_requeued_edited_and_handle
     assert header(again, "x-replay-count") == "1"
     assert header(again, "event_id") == event_id
     assert header(again, dl.DLT_EXCEPTION_FQCN) is None, "DLQ headers leaked"
+    leaked = [k for k, _ in again.headers() or [] if dl.is_pipeline_header(k)]
+    assert leaked == [], "retry or dead-letter bookkeeping leaked"
     assert again.key() == b"K"
     assert header(on_topic[sent2.offset], "x-replay-count") == "2"
 
@@ -239,6 +247,34 @@ def test_dry_run_sends_nothing_and_changes_nothing(fresh_topics) -> None:
     letter.refresh_from_db()
     assert letter.status == DeadLetter.Status.NEW
     assert not letter.actions.exists()
+
+
+def test_requeue_strips_the_bookkeeping_of_old_new_and_spring_dead_letters(
+    fresh_topics,
+) -> None:
+    bookkeeping = [
+        (dl.LEGACY_DLT_ATTEMPTS, b"3"),
+        (dl.LEGACY_DLT_HANDLER, b"old.handler"),
+        (dl.LEGACY_DLT_FAILED_AT, b"1700000000999"),
+        (dl.DLT_HANDLER, b"h"),
+        (dl.DLT_FAILED_AT, b"1700000000999"),
+        (dl.DLT_ORIGINAL_PARTITION, dl.encode_int32(2)),
+        (dl.DLT_ORIGINAL_TIMESTAMP_TYPE, b"CreateTime"),
+        (dl.DLT_EXCEPTION_CAUSE_FQCN, b"builtins.RuntimeError"),
+        (dl.DLT_KEY_EXCEPTION_FQCN, b"x.Y"),  # Spring writes it
+        (dl.REPLAY_COUNT, b"1"),
+    ]
+    letter = make_dead_letter(
+        fresh_topics, ping_envelope("strip"), extra_headers=bookkeeping
+    )
+    [result] = dead_letter_requeue(dead_letters=[letter], user=None, dry_run=True)
+    assert [k for k, _ in result.headers] == [
+        dl.EVENT_ID,
+        dl.EVENT_TYPE,
+        dl.TRACE_ID,
+        dl.REQUEUED_FROM,
+        dl.REPLAY_COUNT,
+    ]
 
 
 def test_resolve_and_discard_record_history_and_block_requeue(

@@ -13,6 +13,7 @@ from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+from events.core import headers as dl
 from events.dead_letters import requeue
 from events.models import DeadLetter, DeadLetterAction, InboxEntry
 from tests.events.dead_letter_helpers import make_dead_letter, ping_envelope, read_all
@@ -111,6 +112,40 @@ def test_detail_page_shows_payload_traceback_and_timeline(
     assert "x-replay-count" not in page and "kafka_dlt-exception-fqcn:" in page
     assert f"dead letter {letter.pk} (this one)" in page
     assert "handled" in page and f"{letter.original_topic}[0]@7" in page
+
+
+def test_the_detail_page_shows_springs_binary_numbers_and_old_ascii_ones_as_numbers(
+    client, requeuer, fresh_topics
+) -> None:
+    new = make_dead_letter(
+        fresh_topics,
+        ping_envelope("binary"),
+        extra_headers=[
+            (dl.DLT_ORIGINAL_PARTITION, dl.encode_int32(2)),
+            (dl.DLT_ORIGINAL_OFFSET, dl.encode_int64(41)),
+            (dl.DLT_ORIGINAL_TIMESTAMP, dl.encode_int64(1_700_000_000_123)),
+        ],
+    )
+    old = make_dead_letter(
+        fresh_topics,
+        ping_envelope("ascii"),
+        extra_headers=[
+            (dl.DLT_ORIGINAL_PARTITION, b"2"),
+            (dl.DLT_ORIGINAL_OFFSET, b"41"),
+            (dl.DLT_ORIGINAL_TIMESTAMP, b"1700000000123"),
+        ],
+    )
+    client.force_login(requeuer)
+    for letter in (new, old):
+        page = client.get(
+            reverse("admin:events_deadletter_change", args=[letter.pk])
+        ).content.decode()
+        for name, shown in [
+            (dl.DLT_ORIGINAL_PARTITION, "2"),
+            (dl.DLT_ORIGINAL_OFFSET, "41"),
+            (dl.DLT_ORIGINAL_TIMESTAMP, "1700000000123"),
+        ]:
+            assert re.search(rf"\n{name}: {shown}(\n|</pre>)", page), name
 
 
 def test_requeue_everything_matching_confirms_the_count_then_sends(

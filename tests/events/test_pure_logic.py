@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events.consumer.storm_guard import DeadLetterRateGuard
+from events.consumer.failures.storm_guard import DeadLetterRateGuard
 from events.core import headers as dl
 from events.core.conf import RetryPolicy, pipeline_settings
 from events.core.types import PoisonMessage, decode, new_envelope, new_event_id
@@ -62,7 +62,7 @@ def test_dead_letter_headers_keep_business_headers_and_cap_the_traceback() -> No
     assert len(values[dl.DLT_EXCEPTION_STACKTRACE]) <= dl.MAX_TRACEBACK_BYTES
     assert values[dl.DLT_EXCEPTION_STACKTRACE].startswith(b"...[truncated]...")
     assert len(values[dl.DLT_EXCEPTION_MESSAGE]) <= dl.MAX_MESSAGE_BYTES
-    assert values[dl.DLT_ORIGINAL_OFFSET] == b"41"
+    assert values[dl.DLT_ORIGINAL_OFFSET] == b"\x00\x00\x00\x00\x00\x00\x00\x29"
 
 
 def test_retry_headers_carry_the_first_coordinates_through_every_retry() -> None:
@@ -70,6 +70,9 @@ def test_retry_headers_carry_the_first_coordinates_through_every_retry() -> None
     once = dl.retry_headers([], origin=first, handler="h", attempt=2, due_at_ms=5)
     seen = dl.origin_of(dl.header_map(once), "orders-retry-1", 0, 99, 456)
     assert seen == first
+    appended = dl.Origin("orders", 1, 7, 123, dl.TIMESTAMP_LOG_APPEND_TIME)
+    again = dl.retry_headers([], origin=appended, handler="h", attempt=2, due_at_ms=5)
+    assert dl.origin_of(dl.header_map(again), "orders-retry-1", 0, 99, 456) == appended
 
 
 def test_stream_of_maps_main_retry_and_dlq_topics_back() -> None:
