@@ -4,6 +4,7 @@
 #   Debian packages: postgresql, redis-server, java, maven, chromium (apt, as root)
 #   Python venv:     .venv with requirements-dev.txt (re-installed when it changes)
 #   Kafka:           the Apache Kafka jars from Maven Central (infra/kafka/pom.xml)
+#   Spring check:    spring-kafka and its jars into ~/.m2 (ops/spring-dlt-check/pom.xml)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -44,3 +45,17 @@ fi
 mkdir -p .local/static
 
 bash infra/kafka/kafka.sh install
+
+# Spring Kafka's jars for ops/spring-dlt-check, which the suite builds offline (mvn -o,
+# tests/events/test_spring_dead_letter_headers.py); fetched again when its pom changes.
+spring_stamp=.local/spring-dlt-check.pom.sha256
+spring_want=$(sha256sum ops/spring-dlt-check/pom.xml | cut -d' ' -f1)
+if [ "$(cat "$spring_stamp" 2>/dev/null)" != "$spring_want" ]; then
+  echo "bootstrap: fetching ops/spring-dlt-check's Maven dependencies"
+  # A real build, thrown away: dependency:go-offline misses what Maven resolves only
+  # when a plugin runs (e.g. plexus-utils 1.1), and then `mvn -o` fails.
+  spring_build=$(mktemp -d)
+  mvn -q -B -f ops/spring-dlt-check/pom.xml package -Dbuild.dir="$spring_build"
+  rm -rf "$spring_build"
+  echo "$spring_want" > "$spring_stamp"
+fi
