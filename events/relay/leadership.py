@@ -17,7 +17,9 @@ import psycopg
 
 from events.observability import metrics
 
-logger = logging.getLogger(__name__)
+# One logger for everything the relay says (as before the split, and as relay_outbox
+# logs): its lines read and filter the same whichever module wrote them.
+logger = logging.getLogger("events.relay")
 
 RELAY_LOCK_KEY = (7_002, 0)
 # A session that lasted this long was healthy: its loss starts the backoff over.

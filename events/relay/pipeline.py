@@ -18,7 +18,9 @@ from events.relay.reader import Reader
 from events.relay.recorder import Batch, Recorder
 from events.relay.sending import BatchSender, audit_published
 
-logger = logging.getLogger(__name__)
+# One logger for everything the relay says (as before the split, and as relay_outbox
+# logs): its lines read and filter the same whichever module wrote them.
+logger = logging.getLogger("events.relay")
 
 
 class Pipeline:

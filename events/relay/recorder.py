@@ -20,7 +20,9 @@ from events.core.kafka import PERMANENT_PRODUCE_ERRORS, KafkaError
 from events.observability import metrics
 from events.relay.window import Row
 
-logger = logging.getLogger(__name__)
+# One logger for everything the relay says (as before the split, and as relay_outbox
+# logs): its lines read and filter the same whichever module wrote them.
+logger = logging.getLogger("events.relay")
 
 # The broker's answer for one row: (error or None, partition, offset). librdkafka types
 # a message's partition and offset as optional; a delivered one has both.

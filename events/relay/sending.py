@@ -25,7 +25,9 @@ from events.observability import audit
 from events.relay.recorder import Batch, Outcome
 from events.relay.window import Row
 
-logger = logging.getLogger(__name__)
+# One logger for everything the relay says (as before the split, and as relay_outbox
+# logs): its lines read and filter the same whichever module wrote them.
+logger = logging.getLogger("events.relay")
 
 DeliveryCallback = Callable[[int, KafkaError | None, Message], None]
 
