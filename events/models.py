@@ -204,6 +204,10 @@ class DeadLetter(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.NEW)
     status_changed_at = models.DateTimeField(null=True, blank=True)
     stored_at = models.DateTimeField(auto_now_add=True)
+    # Set while a requeue sends this letter (events.dead_letters.requeue): no other
+    # requeue takes it until the claim is cleared or its time is past.
+    requeue_claim = models.UUIDField(null=True, blank=True, editable=False)
+    requeue_claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         constraints = [

@@ -27,8 +27,10 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from events.dead_letters.admin_columns import DeadLetterModelAdmin
+from events.dead_letters.history import User
 from events.dead_letters.presentation import dead_letter_title, pretty_bytes
-from events.dead_letters.requeue import RequeueResult, User, dead_letter_requeue
+from events.dead_letters.requeue import dead_letter_requeue
+from events.dead_letters.requeue_send import RequeueResult
 from events.models import DeadLetter
 
 

@@ -3,58 +3,78 @@
 Entry points: `dead_letter_requeue`, `dead_letter_resolve`, `dead_letter_discard`. The
 admin and `manage.py requeue_dead_letters` call only these; each step is recorded as a
 DeadLetterAction (who, when, what, where it landed).
+
+A requeue is three steps, so that no row lock (and no transaction) is held while the
+broker answers, which may take the whole delivery timeout (35 s by default):
+
+1. mark (`requeue_mark`, one short transaction): claim the letters to send by setting
+   `requeue_claim` (a token of this requeue) and `requeue_claimed_until` on them. A
+   letter is claimed only if it is requeueable, under the replay cap, unchanged since
+   the caller loaded it (same status and status_changed_at) and not claimed by a
+   requeue whose claim is still live. The conditional UPDATE is atomic, so of two
+   concurrent requeues of one letter exactly one claims it; the other reports it
+   skipped (claimed by another requeue, or changed since it was loaded).
+2. send (`send_messages`, no transaction): produce and wait for each acknowledgement.
+3. record (`requeue_record`, one short transaction): for each letter still carrying
+   this requeue's token, mark it requeued (sent) or record the failure (failed), and
+   clear the claim either way, so a failed letter is requeueable at once.
+
+The rule for crashes: a claim expires `claim_ttl` after the mark (by default the
+longest a send may take plus CLAIM_MARGIN), and an expired claim is free to take.
+A crash after the mark and before the send loses nothing: the letter is requeueable
+again once its claim expires. A crash after the send and before the record leaves the
+message on its topic with the letter unmarked; after the expiry it may be requeued
+again, sending a second copy of the same event, which the handlers' inbox absorbs
+(at least once, as everywhere in the pipeline). Every step is idempotent: mark takes
+only free letters, and record acts only on letters still holding its token and clears
+it, so recording twice records once.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import reduce
+from operator import or_
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
+from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
-from events.core.headers import PIPELINE_HEADERS, REPLAY_COUNT, REQUEUED_FROM
-from events.core.kafka import KafkaError, Message, build_producer
-from events.dead_letters.rows import decode_headers
+from events.core.kafka import build_producer
+from events.dead_letters.history import User, actor_of, record_action
+from events.dead_letters.requeue_send import (
+    RequeueResult,
+    plan_message,
+    send_messages,
+    send_timeout_seconds,
+)
 from events.models import DeadLetter, DeadLetterAction
 
 logger = logging.getLogger(__name__)
 
 MAX_REPLAYS = 5
 REQUEUEABLE = (DeadLetter.Status.NEW, DeadLetter.Status.REQUEUED)
-CLI_ACTOR = "cli"
-# The requeue's own headers are replaced, never repeated.
-DROPPED_HEADERS = PIPELINE_HEADERS | {REPLAY_COUNT, REQUEUED_FROM}
-
-User = AbstractBaseUser | AnonymousUser | None
+# How much longer than its longest possible send a claim lives: room for the record
+# step and a slow database, so that only a crashed requeue's claim ever expires.
+CLAIM_MARGIN = timedelta(seconds=60)
 
 
-@dataclass
-class RequeueResult:
-    """What happened (or, in a dry run, would happen) to one dead letter."""
+@dataclass(frozen=True)
+class RequeueClaim:
+    """The mark step's answer: this requeue's token and every letter asked for, as
+    the database holds it now (claimed by this token, or not), in id order."""
 
-    dead_letter_id: int
-    outcome: str  # sent | would_send | refused | failed | skipped
-    topic: str
-    replay_count: int
-    key: bytes | None = None
-    value: bytes | None = None
-    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
-    partition: int | None = None
-    offset: int | None = None
-    error: str = ""
+    token: uuid.UUID
+    rows: list[DeadLetter]
 
-    def describe(self) -> str:
-        where = f"{self.topic}"
-        if self.offset is not None:
-            where += f"[{self.partition}]@{self.offset}"
-        text = f"dead letter {self.dead_letter_id}: {self.outcome} -> {where}"
-        text += f" (replay {self.replay_count})"
-        return text + (f": {self.error}" if self.error else "")
+    def holds(self, row: DeadLetter) -> bool:
+        return row.requeue_claim == self.token
 
 
 def dead_letter_requeue(
@@ -65,94 +85,256 @@ def dead_letter_requeue(
     payload_override: Any = None,
     max_replays: int = MAX_REPLAYS,
     producer_overrides: dict[str, Any] | None = None,
+    claim_ttl: timedelta | None = None,
 ) -> list[RequeueResult]:
     """Send dead letters back to their original topics and record it.
 
-    Each message goes out with its original key, value and business headers (retry and
-    `kafka_dlt-*` bookkeeping removed) plus `x-requeued-from` (the dead letter's id) and
-    `x-replay-count` (one more than it arrived with). A dead letter is marked requeued
-    only after the broker acknowledged its message (idempotent producer, acks=all); on
-    a delivery error or timeout it keeps its status and the result carries the error.
+    Each message goes out with its original key, value and business headers (retry,
+    `kafka_dlt-*` and `x-dlt-*` bookkeeping removed) plus `x-requeued-from` (the dead
+    letter's id) and `x-replay-count` (one more than it arrived with). A dead letter is
+    marked requeued only after the broker acknowledged its message (idempotent
+    producer, acks=all); on a delivery error or timeout it keeps its status, is
+    requeueable again at once, and the result carries the error.
     Past `max_replays` a message is not sent: the refusal is recorded with a note.
-    Resolved and discarded dead letters are skipped. `payload_override` (one dead letter
+    Resolved and discarded dead letters are skipped, and so are letters another
+    requeue is sending or that changed since `dead_letters` were loaded (see the
+    module docstring: mark, send, record). `payload_override` (one dead letter
     only) replaces the value; the stored original is kept and the edit is recorded.
     A requeued event that a handler already processed is a no-op there (its inbox).
+
+    Call it outside a transaction: inside one, the claims (and their row locks) last
+    until the caller commits, which is what the three steps are there to avoid.
     """
-    ids = [d.pk for d in dead_letters]
-    if payload_override is not None and len(ids) != 1:
+    letters = list(dead_letters)
+    if payload_override is not None and len(letters) != 1:
         raise ValueError("a payload can be edited for one dead letter at a time")
-    actor, user_obj = _actor(user)
-    results: list[RequeueResult] = []
-    with transaction.atomic():
-        # Locked while sending, so two operators cannot requeue one letter twice.
-        rows = list(
-            DeadLetter.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+    actor, user_obj = actor_of(user)
+    if dry_run:
+        rows = DeadLetter.objects.filter(pk__in=[d.pk for d in letters]).order_by("pk")
+        results = _classify(
+            rows, None, payload_override, max_replays, (actor, user_obj)
         )
-        to_send: list[tuple[DeadLetter, RequeueResult]] = []
-        for row in rows:
-            result = _plan(row, payload_override)
-            results.append(result)
-            if row.status not in REQUEUEABLE:
-                result.outcome = "skipped"
-                result.error = f"status is {row.status}"
-            elif result.replay_count > max_replays:
-                result.outcome = "refused"
-                result.error = (
-                    f"replay cap reached: it was requeued {row.replay_count} time(s) "
-                    f"already (cap {max_replays}); fix the cause, then resolve or "
-                    "discard it"
-                )
-                if not dry_run:
-                    _record(
-                        row,
-                        DeadLetterAction.Kind.REQUEUE_REFUSED,
-                        actor,
-                        user_obj,
-                        note=result.error,
-                    )
-            elif dry_run:
-                result.outcome = "would_send"
-            else:
-                to_send.append((row, result))
-        if to_send:
-            _send(to_send, producer_overrides or {})
-        now = timezone.now()
-        for row, result in to_send:
-            if result.outcome == "failed":
-                _record(
-                    row,
-                    DeadLetterAction.Kind.REQUEUE_FAILED,
-                    actor,
-                    user_obj,
-                    note=result.error,
-                )
-                continue
-            if payload_override is not None:
-                _record(
-                    row,
-                    DeadLetterAction.Kind.PAYLOAD_EDITED,
-                    actor,
-                    user_obj,
-                    payload=payload_override,
-                    note="sent instead of the original",
-                )
-            _record(
-                row,
-                DeadLetterAction.Kind.REQUEUED,
-                actor,
-                user_obj,
-                to_status=DeadLetter.Status.REQUEUED,
-                requeue_topic=result.topic,
-                requeue_partition=result.partition,
-                requeue_offset=result.offset,
-                note=f"replay {result.replay_count}",
-            )
-            row.status = DeadLetter.Status.REQUEUED
-            row.status_changed_at = now
-            row.save(update_fields=["status", "status_changed_at"])
+    else:
+        results = _mark_send_record(
+            letters,
+            payload_override,
+            max_replays,
+            producer_overrides or {},
+            claim_ttl,
+            (actor, user_obj),
+        )
     for result in results:
         logger.info("requeue by %s: %s", actor, result.describe())
     return results
+
+
+def _mark_send_record(
+    letters: list[DeadLetter],
+    payload_override: Any,
+    max_replays: int,
+    overrides: dict[str, Any],
+    claim_ttl: timedelta | None,
+    who: tuple[str, Any],
+) -> list[RequeueResult]:
+    """The three steps of the module docstring, for `dead_letter_requeue`."""
+    actor, user = who
+    timeout = send_timeout_seconds(overrides)
+    claim = requeue_mark(
+        dead_letters=letters,
+        max_replays=max_replays,
+        ttl=claim_ttl or timedelta(seconds=timeout) + CLAIM_MARGIN,
+    )
+    results = _classify(claim.rows, claim, payload_override, max_replays, who)
+    to_send = [r for r in results if r.outcome == "pending"]
+    if to_send:
+        try:
+            send_messages(to_send, build_producer(**overrides), timeout=timeout)
+        finally:
+            # Whatever stopped the send, release the claims now (recording the
+            # failures) rather than leave the letters unrequeueable until expiry.
+            _interrupted(to_send)
+            requeue_record(
+                token=claim.token,
+                results=to_send,
+                actor=actor,
+                user=user,
+                payload_override=payload_override,
+            )
+    return results
+
+
+def requeue_mark(
+    *, dead_letters: Sequence[DeadLetter], max_replays: int, ttl: timedelta
+) -> RequeueClaim:
+    """Step 1: claim, in one short transaction, the letters this requeue may send.
+
+    A letter is claimed when it is requeueable, has not reached `max_replays`, has the
+    status and status_changed_at it had in `dead_letters` (nobody acted on it since
+    the caller looked), and carries no claim or an expired one. The claim lasts `ttl`
+    by the database's clock.
+    """
+    token = uuid.uuid4()
+    seen: dict[tuple[str, datetime | None], list[int]] = {}
+    for letter in dead_letters:
+        seen.setdefault((letter.status, letter.status_changed_at), []).append(letter.pk)
+    unchanged = [
+        Q(pk__in=pks, status=status)
+        & (
+            Q(status_changed_at__isnull=True)
+            if changed_at is None
+            else Q(status_changed_at=changed_at)
+        )
+        for (status, changed_at), pks in seen.items()
+    ]
+    with transaction.atomic():
+        if unchanged:
+            DeadLetter.objects.filter(
+                reduce(or_, unchanged),
+                Q(requeue_claim__isnull=True) | Q(requeue_claimed_until__lt=Now()),
+                status__in=REQUEUEABLE,
+                replay_count__lt=max_replays,
+            ).update(requeue_claim=token, requeue_claimed_until=Now() + ttl)
+        rows = list(
+            DeadLetter.objects.filter(pk__in=[d.pk for d in dead_letters]).order_by(
+                "pk"
+            )
+        )
+    return RequeueClaim(token=token, rows=rows)
+
+
+def requeue_record(
+    *,
+    token: uuid.UUID,
+    results: Sequence[RequeueResult],
+    actor: str,
+    user: Any,
+    payload_override: Any = None,
+) -> None:
+    """Step 3: record what the send did, for the letters still claimed by `token`.
+
+    Sent: a REQUEUED action (after PAYLOAD_EDITED, with an override) and status
+    requeued, unless an operator resolved or discarded it meanwhile. Failed: a
+    REQUEUE_FAILED action, status unchanged. The claim is cleared either way. A letter
+    no longer holding `token` (its claim expired and another requeue took it, or this
+    was recorded already) is left alone; a sent one says so in its result's error.
+    """
+    by_id = {r.dead_letter_id: r for r in results}
+    with transaction.atomic():
+        rows = DeadLetter.objects.select_for_update().filter(
+            pk__in=list(by_id), requeue_claim=token
+        )
+        recorded = set()
+        now = timezone.now()
+        for row in rows.order_by("pk"):
+            recorded.add(row.pk)
+            _record_outcome(row, by_id[row.pk], actor, user, payload_override, now)
+    for result in results:
+        if result.outcome == "sent" and result.dead_letter_id not in recorded:
+            result.error = (
+                "sent, but its claim had expired and another requeue holds it now: "
+                "not recorded as requeued by this one"
+            )
+
+
+def _record_outcome(
+    row: DeadLetter,
+    result: RequeueResult,
+    actor: str,
+    user: Any,
+    payload_override: Any,
+    now: datetime,
+) -> None:
+    """Write one claimed letter's actions and status, and release its claim."""
+    if result.outcome != "sent":
+        record_action(
+            row, DeadLetterAction.Kind.REQUEUE_FAILED, actor, user, note=result.error
+        )
+    else:
+        if payload_override is not None:
+            record_action(
+                row,
+                DeadLetterAction.Kind.PAYLOAD_EDITED,
+                actor,
+                user,
+                payload=payload_override,
+                note="sent instead of the original",
+            )
+        # An operator may have resolved or discarded it meanwhile: that stands, and
+        # the history still says it was sent.
+        requeueable = row.status in REQUEUEABLE
+        record_action(
+            row,
+            DeadLetterAction.Kind.REQUEUED,
+            actor,
+            user,
+            to_status=DeadLetter.Status.REQUEUED if requeueable else row.status,
+            requeue_topic=result.topic,
+            requeue_partition=result.partition,
+            requeue_offset=result.offset,
+            note=f"replay {result.replay_count}",
+        )
+        if requeueable:
+            row.status = DeadLetter.Status.REQUEUED
+            row.status_changed_at = now
+    row.requeue_claim = None
+    row.requeue_claimed_until = None
+    row.save(
+        update_fields=[
+            "status",
+            "status_changed_at",
+            "requeue_claim",
+            "requeue_claimed_until",
+        ]
+    )
+
+
+def _classify(
+    rows: Iterable[DeadLetter],
+    claim: RequeueClaim | None,
+    payload_override: Any,
+    max_replays: int,
+    who: tuple[str, Any],
+) -> list[RequeueResult]:
+    """One result per row: "pending" (claimed: to send) or why it is not sent. With
+    no claim (a dry run) "would_send" instead, and nothing is written; otherwise a
+    refusal (replay cap) is recorded as an action."""
+    results = []
+    for row in rows:
+        result = plan_message(row, payload_override)
+        results.append(result)
+        if claim is not None and claim.holds(row):
+            continue
+        result.outcome = "skipped"
+        until = row.requeue_claimed_until
+        if row.status not in REQUEUEABLE:
+            result.error = f"status is {row.status}"
+        elif result.replay_count > max_replays:
+            result.outcome = "refused"
+            result.error = (
+                f"replay cap reached: it was requeued {row.replay_count} time(s) "
+                f"already (cap {max_replays}); fix the cause, then resolve or "
+                "discard it"
+            )
+            if claim is not None:
+                kind = DeadLetterAction.Kind.REQUEUE_REFUSED
+                record_action(row, kind, *who, note=result.error)
+        elif claim is None:
+            result.outcome = "would_send"
+        elif until is not None and until > timezone.now():
+            result.error = (
+                "another requeue is sending it (claimed until "
+                f"{timezone.localtime(until):%H:%M:%S})"
+            )
+        else:
+            result.error = "it changed since it was loaded; look at it again"
+    return results
+
+
+def _interrupted(results: list[RequeueResult]) -> None:
+    for result in results:
+        if result.outcome == "pending":
+            result.outcome = "failed"
+            result.error = result.error or "the send was interrupted"
 
 
 def dead_letter_resolve(
@@ -188,117 +370,16 @@ def _set_status(
     kind: str,
     note: str,
 ) -> int:
-    actor, user_obj = _actor(user)
+    actor, user_obj = actor_of(user)
     ids = [d.pk for d in dead_letters]
     changed = 0
     with transaction.atomic():
         for row in DeadLetter.objects.select_for_update().filter(pk__in=ids):
             if row.status == status:
                 continue
-            _record(row, kind, actor, user_obj, to_status=status, note=note)
+            record_action(row, kind, actor, user_obj, to_status=status, note=note)
             row.status = status
             row.status_changed_at = timezone.now()
             row.save(update_fields=["status", "status_changed_at"])
             changed += 1
     return changed
-
-
-def _plan(row: DeadLetter, payload_override: Any) -> RequeueResult:
-    headers = [
-        (k, v) for k, v in decode_headers(row.headers) if k not in DROPPED_HEADERS
-    ]
-    replay = row.replay_count + 1
-    headers += [
-        (REQUEUED_FROM, str(row.pk).encode()),
-        (REPLAY_COUNT, str(replay).encode()),
-    ]
-    value = _bytes(row.value)
-    if payload_override is not None:
-        value = json.dumps(payload_override).encode()
-    return RequeueResult(
-        dead_letter_id=row.pk,
-        outcome="pending",
-        topic=row.original_topic,
-        replay_count=replay,
-        key=_bytes(row.key),
-        value=value,
-        headers=headers,
-    )
-
-
-def _send(batch: list[tuple[DeadLetter, RequeueResult]], overrides: dict) -> None:
-    """Produce every message and wait for each acknowledgement (or its error)."""
-    producer = build_producer(**overrides)
-    timeout_ms = int(
-        overrides.get("delivery.timeout.ms")
-        or overrides.get("message.timeout.ms")
-        or 30_000
-    )
-
-    def delivered(result: RequeueResult):
-        def callback(error: KafkaError | None, message: Message) -> None:
-            if error is not None:
-                result.outcome = "failed"
-                result.error = f"broker did not acknowledge: {error.str()}"
-            else:
-                result.outcome = "sent"
-                result.partition = message.partition()
-                result.offset = message.offset()
-
-        return callback
-
-    for row, result in batch:
-        if not row.original_topic:
-            result.outcome = "failed"
-            result.error = "the dead letter names no original topic"
-            continue
-        producer.produce(
-            result.topic,
-            key=result.key,
-            value=result.value,
-            headers=result.headers,
-            on_delivery=delivered(result),
-        )
-    producer.flush(timeout_ms / 1000 + 5)
-    for _row, result in batch:
-        if result.outcome == "pending":
-            result.outcome = "failed"
-            result.error = "no acknowledgement from the broker in time"
-
-
-def _record(
-    row: DeadLetter,
-    kind: str,
-    actor: str,
-    user: Any,
-    *,
-    to_status: str = "",
-    note: str = "",
-    payload: Any = None,
-    requeue_topic: str = "",
-    requeue_partition: int | None = None,
-    requeue_offset: int | None = None,
-) -> None:
-    DeadLetterAction.objects.create(
-        dead_letter=row,
-        action=kind,
-        actor=actor,
-        user=user,
-        note=note,
-        from_status=row.status,
-        to_status=to_status or row.status,
-        payload=payload,
-        requeue_topic=requeue_topic,
-        requeue_partition=requeue_partition,
-        requeue_offset=requeue_offset,
-    )
-
-
-def _actor(user: User) -> tuple[str, Any]:
-    if user is None or not getattr(user, "is_authenticated", False):
-        return CLI_ACTOR, None
-    return user.get_username(), user
-
-
-def _bytes(value: Any) -> bytes | None:
-    return bytes(value) if value is not None else None
