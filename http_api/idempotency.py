@@ -54,18 +54,20 @@ _KEY_RE = re.compile(KEY_PATTERN)
 UNSTORED_STATUSES = frozenset({400})
 
 View = TypeVar("View", bound=APIView)
+# The method's request type: DRF's, or http_api.authenticated.AuthenticatedRequest.
+Req = TypeVar("Req", bound=Request)
 Params = ParamSpec("Params")
 # A view method as written (returns a DRF Response), and as decorated: a replay is a
 # plain HttpResponse carrying the stored bytes.
-ViewMethod: TypeAlias = Callable[Concatenate[View, Request, Params], Response]
+ViewMethod: TypeAlias = Callable[Concatenate[View, Req, Params], Response]
 IdempotentViewMethod: TypeAlias = Callable[
-    Concatenate[View, Request, Params], HttpResponseBase
+    Concatenate[View, Req, Params], HttpResponseBase
 ]
 
 
 def idempotent(
     scope: str,
-) -> Callable[[ViewMethod[View, Params]], IdempotentViewMethod[View, Params]]:
+) -> Callable[[ViewMethod[View, Req, Params]], IdempotentViewMethod[View, Req, Params]]:
     """Make an APIView method honour the Idempotency-Key header under `scope`.
 
     `scope` names the operation, so one key sent to two different endpoints is two
@@ -73,11 +75,11 @@ def idempotent(
     """
 
     def decorate(
-        method: ViewMethod[View, Params],
-    ) -> IdempotentViewMethod[View, Params]:
+        method: ViewMethod[View, Req, Params],
+    ) -> IdempotentViewMethod[View, Req, Params]:
         @functools.wraps(method)
         def wrapper(
-            view: View, request: Request, /, *args: Params.args, **kwargs: Params.kwargs
+            view: View, request: Req, /, *args: Params.args, **kwargs: Params.kwargs
         ) -> HttpResponseBase:
             key = request.headers.get(IDEMPOTENCY_HEADER)
             if key is None:

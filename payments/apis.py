@@ -20,6 +20,7 @@ from http_api.api_schema import (
     WRITE_ERRORS,
     error_responses,
 )
+from http_api.authenticated import AuthenticatedRequest
 from http_api.idempotency import idempotent
 from http_api.pagination import PageSizePagination
 from http_api.throttling import WritesThrottleMixin
@@ -54,12 +55,13 @@ class ReservationPayApi(WritesThrottleMixin, APIView):
         responses={201: PaymentSerializer, **error_responses(*WRITE_ERRORS)},
     )
     @idempotent("reservation-pay")
-    def post(self, request: Request, reservation_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, reservation_id: int) -> Response:
         payment = payment_process(user=request.user, reservation_id=reservation_id)
         return Response(PaymentSerializer(payment).data, status=status.HTTP_201_CREATED)
 
 
 class PaymentListApi(ListAPIView):
+    request: AuthenticatedRequest
     pagination_class = PageSizePagination
     serializer_class = PaymentSerializer
 
@@ -86,7 +88,7 @@ class PaymentDetailApi(APIView):
         tags=["payments"],
         responses={200: PaymentSerializer, **error_responses(*AUTH_ERRORS, 404)},
     )
-    def get(self, request: Request, payment_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, payment_id: int) -> Response:
         payment = selectors.payment_get(user=request.user, payment_id=payment_id)
         return Response(PaymentSerializer(payment).data)
 
@@ -97,7 +99,7 @@ class WalletDetailApi(APIView):
         tags=["wallet"],
         responses={200: WalletSerializer, **error_responses(*AUTH_ERRORS)},
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         return Response(WalletSerializer(selectors.wallet_get(user=request.user)).data)
 
 
@@ -117,7 +119,7 @@ class WalletChargeApi(WritesThrottleMixin, APIView):
         responses={200: WalletSerializer, **error_responses(400, 401, 403, 422, 429)},
     )
     @idempotent("wallet-charge")
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         wallet = wallet_charge(
@@ -127,6 +129,7 @@ class WalletChargeApi(WritesThrottleMixin, APIView):
 
 
 class WalletTransactionListApi(ListAPIView):
+    request: AuthenticatedRequest
     pagination_class = PageSizePagination
 
     class OutputSerializer(serializers.ModelSerializer):

@@ -21,6 +21,7 @@ from http_api.api_schema import (
     WRITE_ERRORS,
     error_responses,
 )
+from http_api.authenticated import AuthenticatedRequest
 from http_api.idempotency import idempotent
 from http_api.pagination import PageSizePagination
 from http_api.throttling import WritesThrottleMixin
@@ -197,6 +198,7 @@ class PerformanceSeatListApi(ListAPIView):
 
 
 class ReservationListApi(ListAPIView):
+    request: AuthenticatedRequest
     pagination_class = PageSizePagination
     serializer_class = ReservationSerializer
 
@@ -235,7 +237,7 @@ class ReservationCreateApi(WritesThrottleMixin, APIView):
         responses={201: ReservationSerializer, **error_responses(*WRITE_ERRORS)},
     )
     @idempotent("reservation-create")
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         reservation = reservation_create(
@@ -252,7 +254,7 @@ class ReservationDetailApi(APIView):
         tags=["reservations"],
         responses={200: ReservationSerializer, **error_responses(*AUTH_ERRORS, 404)},
     )
-    def get(self, request: Request, reservation_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, reservation_id: int) -> Response:
         reservation = selectors.reservation_get(
             user=request.user, reservation_id=reservation_id
         )
@@ -269,7 +271,7 @@ class ReservationCancelApi(WritesThrottleMixin, APIView):
         responses={200: ReservationSerializer, **error_responses(*WRITE_ERRORS)},
     )
     @idempotent("reservation-cancel")
-    def post(self, request: Request, reservation_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, reservation_id: int) -> Response:
         reservation = reservation_cancel(
             user=request.user, reservation_id=reservation_id
         )
@@ -277,6 +279,7 @@ class ReservationCancelApi(WritesThrottleMixin, APIView):
 
 
 class NotificationListApi(ListAPIView):
+    request: AuthenticatedRequest
     pagination_class = PageSizePagination
 
     class OutputSerializer(serializers.ModelSerializer):

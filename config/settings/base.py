@@ -5,6 +5,7 @@ A `.env` file at the repository root is read when present; real environment vari
 """
 
 from pathlib import Path
+from typing import Any
 
 import environ
 
@@ -310,7 +311,8 @@ HEALTH_KAFKA_TIMEOUT_SECONDS = env.float("HEALTH_KAFKA_TIMEOUT_SECONDS", default
 # processed, retried or dead-lettered) is JSON either way.
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
-LOGGING = {
+# Typed loosely: the environments' settings change nested entries.
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"trace_id": {"()": "config.logging.TraceIdFilter"}},
