@@ -45,19 +45,20 @@ class SeedReport:
 @transaction.atomic
 def demo_seed(*, now: datetime | None = None) -> SeedReport:
     """Create whatever part of the demo data is missing; report what was created."""
-    from payments.models import Wallet
-    from payments.services import wallet_charge
-
-    now = now or timezone.now()
     report = SeedReport()
-    user_model = get_user_model()
+    performance = _seed_performance(report, now or timezone.now())
+    _seed_seats(report, performance)
+    _seed_users(report)
+    _seed_admin(report)
+    return report
 
+
+def _seed_performance(report: SeedReport, now: datetime) -> Performance:
     concert, created = Concert.objects.get_or_create(
         title=CONCERT_TITLE,
         defaults={"artist": "The Brokers", "description": "A demo concert."},
     )
     report.note(created, f"concert {concert.title!r} (id {concert.pk})")
-
     performance = Performance.objects.filter(concert=concert, venue=VENUE).first()
     created = performance is None
     if performance is None:
@@ -72,7 +73,10 @@ def demo_seed(*, now: datetime | None = None) -> SeedReport:
     report.note(
         created, f"performance at {VENUE} on {performance.starts_at:%Y-%m-%d %H:%M}"
     )
+    return performance
 
+
+def _seed_seats(report: SeedReport, performance: Performance) -> None:
     wanted = [
         Seat(performance=performance, number=f"{row}-{n:02d}", grade=grade, price=price)
         for rows, grade, price in SEAT_PLAN
@@ -84,6 +88,13 @@ def demo_seed(*, now: datetime | None = None) -> SeedReport:
     added = Seat.objects.filter(performance=performance).count() - before
     report.note(added > 0, f"{added or len(wanted)} seats (VIP/R/S)")
 
+
+def _seed_users(report: SeedReport) -> None:
+    # Demo data spans both apps: the one place reservations reaches into payments.
+    from payments.models import Wallet
+    from payments.services import wallet_charge
+
+    user_model = get_user_model()
     for username, balance in DEMO_USERS:
         user, created = user_model.objects.get_or_create(
             username=username, defaults={"email": f"{username}@example.com"}
@@ -100,6 +111,9 @@ def demo_seed(*, now: datetime | None = None) -> SeedReport:
         else:
             report.note(False, f"wallet of {username!r}")
 
+
+def _seed_admin(report: SeedReport) -> None:
+    user_model = get_user_model()
     username, password = ADMIN
     if not user_model.objects.filter(username=username).exists():
         user_model.objects.create_superuser(
@@ -108,4 +122,3 @@ def demo_seed(*, now: datetime | None = None) -> SeedReport:
         report.note(True, f"superuser {username!r} (password {password!r})")
     else:
         report.note(False, f"superuser {username!r}")
-    return report

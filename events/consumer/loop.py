@@ -126,13 +126,12 @@ class ConsumerLoop:
         self._consumer_overrides = consumer_overrides or {}
         self._clock = clock
         self._heartbeat = heartbeat
-        self._lag_sink = lag_sink
         self._description = description
         self._detail = detail
         self._stopped = stopped
         self._stop = threading.Event()
         self._paused_until_ms: dict[TP, int] = {}
-        self._next_lag_report = 0.0
+        self._lag = LagReporter(group_id, clock, lag_sink)
         # Newly assigned partitions until their first message: how long a rebalance
         # kept them idle is logged (and is what the join benchmark reads).
         self._assigned_at: dict[TP, float] = {}
@@ -198,7 +197,8 @@ class ConsumerLoop:
                 logger.exception("database failure; the batch will be consumed again")
                 self.rewind(messages)
                 self.wait(DATABASE_RETRY_SECONDS)
-        self._report_lag()
+        if self.assigned:
+            self._lag.maybe_report(self._consumer, self.assigned)
 
     # -- polling ------------------------------------------------------------------------
 
@@ -327,39 +327,48 @@ class ConsumerLoop:
             for tp in due:
                 del self._paused_until_ms[tp]
 
-    # -- lag ----------------------------------------------------------------------------
-
-    def _report_lag(self) -> None:
-        now = self._clock.monotonic()
-        if now < self._next_lag_report or not self.assigned:
-            return
-        self._next_lag_report = now + LAG_REPORT_SECONDS
-        lags = self._lags()
-        for (topic, partition), lag in lags.items():
-            metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
-        if self._lag_sink is not None and lags:
-            try:
-                self._lag_sink(self.group_id, lags)
-            except DatabaseError as exc:
-                logger.warning("lag report not stored: %s", exc)
-
-    def _lags(self) -> dict[TP, int]:
-        partitions = [TopicPartition(t, p) for t, p in self.assigned]
-        try:
-            positions = self._consumer.position(partitions)
-        except KafkaException:
-            return {}
-        lags: dict[TP, int] = {}
-        for position in positions:
-            if position.offset < 0:
-                continue
-            _low, high = self._consumer.get_watermark_offsets(position, cached=True)
-            if high >= 0:
-                lags[(position.topic, position.partition)] = max(
-                    0, high - position.offset
-                )
-        return lags
-
 
 def _names(partitions: list[TopicPartition]) -> str:
     return ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing"
+
+
+class LagReporter:
+    """Every LAG_REPORT_SECONDS: lag per assigned partition, from the consumer's own
+    positions and cached watermarks (no broker round trip), to Prometheus and the sink.
+    """
+
+    def __init__(self, group_id: str, clock: Clock, sink: LagSink | None) -> None:
+        self._group_id = group_id
+        self._clock = clock
+        self._sink = sink
+        self._next_report = 0.0
+
+    def maybe_report(self, consumer: Any, assigned: set[TP]) -> None:
+        now = self._clock.monotonic()
+        if now < self._next_report:
+            return
+        self._next_report = now + LAG_REPORT_SECONDS
+        lags = _lags(consumer, assigned)
+        for (topic, partition), lag in lags.items():
+            metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
+        if self._sink is not None and lags:
+            try:
+                self._sink(self._group_id, lags)
+            except DatabaseError as exc:
+                logger.warning("lag report not stored: %s", exc)
+
+
+def _lags(consumer: Any, assigned: set[TP]) -> dict[TP, int]:
+    partitions = [TopicPartition(t, p) for t, p in assigned]
+    try:
+        positions = consumer.position(partitions)
+    except KafkaException:
+        return {}
+    lags: dict[TP, int] = {}
+    for position in positions:
+        if position.offset < 0:
+            continue
+        _low, high = consumer.get_watermark_offsets(position, cached=True)
+        if high >= 0:
+            lags[(position.topic, position.partition)] = max(0, high - position.offset)
+    return lags

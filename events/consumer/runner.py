@@ -13,6 +13,7 @@ from events.consumer.clock import SYSTEM_CLOCK, Clock
 from events.consumer.handler_strategy import RunHandlers
 from events.consumer.loop import ConsumerLoop
 from events.core.conf import PipelineSettings, pipeline_settings
+from events.observability.lag import record_lag
 
 
 class ConsumerRunner(ConsumerLoop):
@@ -48,5 +49,7 @@ class ConsumerRunner(ConsumerLoop):
             consumer_overrides=consumer_overrides,
             clock=clock,
             heartbeat=True,
+            # The admin index reads lag from these reports (events.observability.lag).
+            lag_sink=record_lag,
             detail=f" ({conf.group_protocol} protocol)",
         )

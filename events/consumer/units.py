@@ -58,12 +58,14 @@ class Unit:
     def origin(self) -> Origin:
         """Where the message was first consumed: only retries and dead letters ask."""
         where = self.where
+        timestamp_type, timestamp_ms = self.message.timestamp()
         return origin_of(
             self.headers,
             where.topic,
             where.partition,
             where.offset,
-            self.message.timestamp()[1],
+            timestamp_ms,
+            timestamp_type=timestamp_type,
         )
 
     def delivery(self) -> Delivery[Event]:

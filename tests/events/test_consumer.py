@@ -14,8 +14,8 @@ from events.core import headers as dl
 from events.core.kafka import TopicPartition, build_consumer
 from events.models import FailedAttempt, InboxDuplicateCount, InboxEntry
 from tests.conftest import child_env
-from tests.effects.event_types import TestOrdered, TestPinged
-from tests.effects.handlers import failures
+from tests.effects.event_types import TestBatched, TestOrdered, TestPinged
+from tests.effects.handlers import batch_calls, failures
 from tests.effects.models import Effect
 from tests.events.pipeline import (
     process_log,
@@ -138,8 +138,6 @@ def test_failing_handler_dead_letters_once_with_every_header_and_others_flow(
             lambda: all(effects(f"next-{i}") == 1 for i in range(5)),
             what="later events on the partition",
         )
-        # The later events did not wait for the doomed one's 0.2 s + 0.4 s of retries.
-        assert not FailedAttempt.objects.filter(outcome="dead_lettered").exists()
         wait_until(
             lambda: FailedAttempt.objects.filter(
                 event_id=bad_id, outcome="dead_lettered"
@@ -147,6 +145,12 @@ def test_failing_handler_dead_letters_once_with_every_header_and_others_flow(
             what="the dead letter",
         )
         group = runner.group_id
+    # The later events did not wait for the doomed one's retries: they were all done
+    # before its first retry was due (compared on the database's records, not on how
+    # fast this machine happened to be).
+    first_retry = FailedAttempt.objects.get(event_id=bad_id, attempt=1)
+    later_done = Effect.objects.filter(ping_id__startswith="next-")
+    assert max(e.created_at for e in later_done) < first_retry.next_attempt_at
     [letter] = read_topic(fresh_topics.dlq_topic("reservation"), expected=1, timeout=10)
     assert header(letter, "event_id") == bad_id
     assert letter.key() == b"K"
@@ -174,6 +178,54 @@ def test_failing_handler_dead_letters_once_with_every_header_and_others_flow(
         "retry_scheduled",
         "dead_lettered",
     ]
+
+
+def test_a_failing_batch_handler_is_split_and_every_event_keeps_its_outcome(
+    fresh_topics,
+) -> None:
+    batch_calls.clear()
+    modes = {3: "fail", 6: "poison", 9: "flaky"}
+    ids = send_events(
+        *[
+            TestBatched(
+                ping_id=f"b{i}",
+                key_id=f"k{i % 3}",
+                mode=modes.get(i, "ok"),
+                fail_times=1,
+            )
+            for i in range(12)
+        ]
+    )
+    ok = [f"b{i}" for i in range(12) if i not in modes]
+    with running_consumer(streams=["payment-complete"]):
+        wait_until(
+            lambda: (
+                sum(effects(p) for p in ok) == len(ok)
+                and effects("b9") == 1
+                and FailedAttempt.objects.filter(outcome="dead_lettered").count() == 2
+            ),
+            what="every event's outcome",
+        )
+    assert max(batch_calls) > 1, "the batch path ran"
+    assert 1 in batch_calls, "the one-event-at-a-time path ran"
+    assert all(effects(p) == 1 for p in ok)
+    assert Effect.objects.get(ping_id="b9").n == 2, "the flaky one, on its retry"
+    assert effects("b3") == effects("b6") == 0
+    handler = "tests.effects.handlers.record_batch"
+    assert InboxEntry.objects.filter(handler=handler).count() == len(ok) + 1
+
+    def outcomes(index: int) -> list[str]:
+        rows = FailedAttempt.objects.filter(event_id=ids[index]).order_by("attempt")
+        return [a.outcome for a in rows]
+
+    assert outcomes(3) == ["retry_scheduled", "retry_scheduled", "dead_lettered"]
+    assert outcomes(6) == ["dead_lettered"], "poison is not retried"
+    assert outcomes(9) == ["retry_scheduled"]
+    letters = read_topic(
+        fresh_topics.dlq_topic("payment-complete"), expected=2, timeout=10
+    )
+    assert sorted(header(m, "event_id") for m in letters) == sorted([ids[3], ids[6]])
+    assert {header(m, dl.DLT_HANDLER) for m in letters} == {handler}
 
 
 def test_poison_messages_are_dead_lettered_at_once(fresh_topics) -> None:
@@ -266,9 +318,13 @@ def test_consumer_killed_mid_batch_loses_nothing_and_doubles_nothing(
     fresh_topics, subprocess_env, threads
 ) -> None:
     env = child_env()
+    # The later events are slow enough that no consumer finishes them all in the time
+    # between seeing 60 effects and the kill: work is outstanding when it lands.
     send_events(
         *[
-            TestPinged(ping_id=f"k{i}", key_id=f"key{i % 7}", sleep_ms=5)
+            TestPinged(
+                ping_id=f"k{i}", key_id=f"key{i % 7}", sleep_ms=5 if i < 100 else 20
+            )
             for i in range(400)
         ]
     )
@@ -280,7 +336,7 @@ def test_consumer_killed_mid_batch_loses_nothing_and_doubles_nothing(
     )
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
-    assert Effect.objects.count() < 400, "finished before the kill"
+    assert Effect.objects.count() < 400, "work was outstanding at the kill"
 
     second = start_consumer_process(
         env, "--topics", "reservation", "--batch-size", "50", "--threads", threads
