@@ -31,6 +31,7 @@ dev: migrate
 lint:
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
+	$(VENV)/mypy
 
 format:
 	$(VENV)/ruff check --fix .
@@ -39,6 +40,7 @@ format:
 test: services
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
+	$(VENV)/mypy
 	$(VENV)/pytest
 
 # Every benchmark against Kafka's own tools (bench/): results/latest.json and REPORT.md.
