@@ -17,7 +17,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from events.core.headers import display_value
+from events.dead_letters.letter_headers import display_value
 from events.dead_letters.presentation import (
     error_summary_text,
     format_time,

@@ -15,6 +15,7 @@ from typing import Any
 
 from events.core import headers as dl
 from events.core.kafka import Record
+from events.dead_letters.letter_headers import read_dead_letter
 from events.models import DeadLetter, FailedAttempt
 
 StoredHeaders = list[list[Any]]
@@ -27,11 +28,11 @@ def dead_letter_from_message(message: Record) -> DeadLetter:
     """Build (unsaved) the DeadLetter row of one DLQ message.
 
     Reads ours, Spring's and our old (ASCII-decimal) dead letters alike: the decoding
-    and its rule for old letters are `events.core.headers.read_dead_letter`'s.
+    and its rule for old letters are `events.dead_letters.letter_headers.read_dead_letter`'s.
     """
     raw_headers = message.headers() or []
     h = dl.header_map(raw_headers)
-    letter = dl.read_dead_letter(raw_headers)
+    letter = read_dead_letter(raw_headers)
     value = message.value()
     key = message.key()
     payload = _json_or_none(value)

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from events.core import headers as dl
+from events.dead_letters.letter_headers import display_value, read_dead_letter
 from events.dead_letters.rows import decode_headers, encode_headers
 from tests.events.dead_letter_helpers import legacy_dead_letter_headers
 
@@ -133,7 +134,7 @@ def test_old_ascii_decimals_are_read_as_decimals_even_at_the_binary_width() -> N
 
 
 def test_a_dead_letter_reads_back_as_written() -> None:
-    read = dl.read_dead_letter(letter())
+    read = read_dead_letter(letter())
     assert (read.original_topic, read.original_partition, read.original_offset) == (
         "orders",
         2,
@@ -149,7 +150,7 @@ def test_a_dead_letter_reads_back_as_written() -> None:
 
 
 def test_an_old_dead_letter_reads_with_its_ascii_numbers_and_old_names() -> None:
-    read = dl.read_dead_letter(legacy_letter())
+    read = read_dead_letter(legacy_letter())
     assert (read.original_partition, read.original_offset) == (1234, 41)
     assert read.original_timestamp_ms == 1_700_000_000_123
     assert read.original_timestamp_type == ""
@@ -160,7 +161,7 @@ def test_an_old_dead_letter_reads_with_its_ascii_numbers_and_old_names() -> None
 
 def test_the_new_names_win_over_the_old_ones() -> None:
     both = [*legacy_letter(), (dl.DLT_ATTEMPTS, b"5"), (dl.DLT_HANDLER, b"new.h")]
-    read = dl.read_dead_letter(both)
+    read = read_dead_letter(both)
     assert (read.attempts, read.handler) == (5, "new.h")
 
 
@@ -185,18 +186,16 @@ def test_binary_headers_are_stored_as_base64_and_come_back_exact() -> None:
 def test_numbers_display_as_decimals_old_or_new() -> None:
     values = dict(letter())
     assert (
-        dl.display_value(dl.DLT_ORIGINAL_PARTITION, values[dl.DLT_ORIGINAL_PARTITION])
+        display_value(dl.DLT_ORIGINAL_PARTITION, values[dl.DLT_ORIGINAL_PARTITION])
         == "2"
     )
+    assert display_value(dl.DLT_ORIGINAL_OFFSET, values[dl.DLT_ORIGINAL_OFFSET]) == "41"
     assert (
-        dl.display_value(dl.DLT_ORIGINAL_OFFSET, values[dl.DLT_ORIGINAL_OFFSET]) == "41"
-    )
-    assert (
-        dl.display_value(dl.DLT_ORIGINAL_TIMESTAMP, values[dl.DLT_ORIGINAL_TIMESTAMP])
+        display_value(dl.DLT_ORIGINAL_TIMESTAMP, values[dl.DLT_ORIGINAL_TIMESTAMP])
         == "1700000000123"
     )
-    assert dl.display_value(dl.DLT_ORIGINAL_OFFSET, b"41") == "41"
-    assert dl.display_value(dl.DLT_ORIGINAL_OFFSET, b"\x01\x02") == "0x0102"
-    assert dl.display_value(dl.DLT_EXCEPTION_FQCN, b"builtins.RuntimeError") == (
+    assert display_value(dl.DLT_ORIGINAL_OFFSET, b"41") == "41"
+    assert display_value(dl.DLT_ORIGINAL_OFFSET, b"\x01\x02") == "0x0102"
+    assert display_value(dl.DLT_EXCEPTION_FQCN, b"builtins.RuntimeError") == (
         "builtins.RuntimeError"
     )
