@@ -16,13 +16,15 @@ from collections import Counter
 from typing import Any
 
 import orjson
-from django.db import connection, transaction
+from django.db import transaction
+from django.utils import timezone
 
 from events.consumer.database_faults import blame_the_database
 from events.consumer.execution import Failure
 from events.consumer.units import Unit, audit_unit
-from events.core.bulk_insert import insert_skipping_present
+from events.core.bulk_insert import bulk_insert, insert_skipping_present
 from events.core.tracing import reset_trace_id, set_trace_id
+from events.models import InboxDuplicateCount
 from events.observability import audit, metrics
 
 logger = logging.getLogger("events.consumer")
@@ -40,15 +42,6 @@ INBOX_INSERT_SQL = """
 INBOX_SKIP_PRESENT = (
     "ON CONFLICT (event_id, handler) DO NOTHING RETURNING event_id, handler"
 )
-
-# One row per batch that absorbed redeliveries: appended, never updated, so consumers
-# absorbing at the same time wait for nobody (a shared counter row would serialise
-# them, and could deadlock two batches that touch two handlers' rows in turn).
-COUNT_ABSORBED_SQL = """
-    INSERT INTO events_inboxduplicatecount (handler, count, counted_at)
-    SELECT r.handler, r.count, now()
-    FROM json_to_recordset(%s::json) AS r(handler text, count bigint)
-"""
 
 
 def run_optimistically(units: list[Unit], *, batches: bool = True) -> Failure | None:
@@ -146,11 +139,17 @@ def _count_absorbed(claimed: Counter[str], new: set[tuple[uuid.UUID, str]]) -> N
     """Add the batch's skipped inbox rows to InboxDuplicateCount, in its transaction."""
     for _, handler in new:
         claimed[handler] -= 1
-    rows = [{"handler": h, "count": n} for h, n in claimed.items() if n > 0]
-    if not rows:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(COUNT_ABSORBED_SQL, [orjson.dumps(rows).decode()])
+    # One row per batch that absorbed redeliveries: appended, never updated, so
+    # consumers absorbing at the same time wait for nobody (a shared counter row would
+    # serialise them, and could deadlock two batches that touch two handlers' rows).
+    now = timezone.now()
+    rows = [
+        {"handler": h, "count": n, "counted_at": now}
+        for h, n in claimed.items()
+        if n > 0
+    ]
+    if rows:
+        bulk_insert(InboxDuplicateCount, rows)
 
 
 def _call(unit: Unit) -> BaseException | None:
