@@ -30,7 +30,7 @@ class OutboxEvent(models.Model):
     topic = models.CharField(max_length=249)
     key = models.CharField(max_length=255)
     # Text, not the report's JSONB: the relay only ever reads the bytes it sends, and
-    # PostgreSQL's jsonb -> text conversion was 40 % of the relay's fetch (bench/REPORT.md).
+    # converting jsonb back to text on every fetch was a large share of its read.
     payload = JSONTextField(help_text="The whole envelope, exactly as sent.")
     headers = models.JSONField(default=dict)
     aggregate_type = models.CharField(max_length=100)

@@ -3,8 +3,8 @@
 A consumer keeps a whole batch alive while it works on it: the decoded envelopes,
 events and units of 500 messages survive CPython's young collections (every 700 new
 container objects) and are promoted, and every few batches that promotion triggers a
-full collection that walks everything Django loaded at start-up. In the consumer
-benchmark that was about a tenth of the consumer's CPU time per event.
+full collection that walks everything Django loaded at start-up, over and over
+(bench/HISTORY.md has what it cost).
 
 After `tune_for_batches()`:
 - the objects that exist at start-up (modules, settings, the URL and model registries)

@@ -19,7 +19,7 @@ from events.observability import audit
 
 
 # Coordinates and Unit are built for every consumed message: plain slotted dataclasses,
-# because a frozen dataclass costs about five times as much to build.
+# because a frozen dataclass costs several times as much to build.
 @dataclass(slots=True)
 class Coordinates:
     """Where a unit's message was read, and which attempt of its handler this is."""

@@ -5,15 +5,14 @@ model, and `insert_skipping_present(sql, ...)`, for a hand-written statement.
 
 Both send the rows as ONE JSON parameter read by `json_to_recordset`: Django binds
 parameters on the client, quoting every element of an array in Python, and building
-a model per row for `bulk_create` costs as much again; together they were a third of
-a consumer's time in the throughput benchmark (bench/HISTORY.md).
+a model per row for `bulk_create` costs as much again; together they dominated a
+consumer's time (bench/HISTORY.md).
 
 `INSERT ... ON CONFLICT DO NOTHING` probes the arbiter index for every row before
 inserting it, and the insert then descends the same index again. In the consumer's
 inserts (inbox rows, a handler's effects) a row is already there only after a
 redelivery, so the plain INSERT, whose uniqueness check is part of its own descent, is
 tried first in a savepoint, and the ON CONFLICT form runs only when it hit a duplicate.
-In the consumer benchmark this took about a sixth off PostgreSQL's time per event.
 """
 
 from __future__ import annotations

@@ -80,9 +80,8 @@ PERMANENT_PRODUCE_ERRORS = frozenset(
 
 
 # librdkafka waits up to 10 s between attempts to reach a broker that went away, so a
-# broker back after a restart sat unused for up to 10 s (measured with make chaos: the
-# pipeline caught up 12 s after the broker was back). A 1 s cap costs a connection
-# attempt a second per client while a broker is down.
+# broker back after a restart sat unused for up to 10 s (make chaos shows it). A 1 s
+# cap costs a connection attempt a second per client while a broker is down.
 RECONNECT_BACKOFF = {"reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 1000}
 
 
@@ -95,8 +94,8 @@ def producer_config(**overrides: Any) -> dict[str, Any]:
         # Same partition for a key as the Java client (murmur2), so Java and Python
         # producers of one topic agree on where a key lives.
         "partitioner": "murmur2_random",
-        # No waiting to fill a batch: the relay hands over whole batches anyway, and
-        # linger.ms=2 cost 2 ms of commit->ack latency for no drain gain (bench/).
+        # No waiting to fill a batch: the relay hands over whole batches anyway, and a
+        # linger adds its wait to every event's latency without raising the drain.
         "linger.ms": 0,
         "compression.type": "lz4",
         "delivery.timeout.ms": 30_000,

@@ -60,8 +60,8 @@ def audit(
     if error is not None:
         extra["error"] = f"{type(error).__name__}: {error}"
     # makeRecord + handle, not logger.log: log() walks the stack to find the caller's
-    # file and line for every record, a third of an audit line's cost, and an audit
-    # line's origin is always this function.
+    # file and line for every record, the larger part of an audit line's cost, and an
+    # audit line's origin is always this function.
     logger.handle(
         logger.makeRecord(
             logger.name, level, __file__, 0, "event %s", (outcome,), None, extra=extra
