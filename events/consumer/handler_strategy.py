@@ -14,7 +14,7 @@ from typing import Any
 from events.consumer.clock import Clock
 from events.consumer.dispatch import run_optimistically
 from events.consumer.execution import execute
-from events.consumer.failures.handling import FailureHandler
+from events.consumer.failures.handling import BatchHooks, FailureHandler
 from events.consumer.failures.publisher import FailurePublisher
 from events.consumer.failures.storm_guard import DeadLetterRateGuard
 from events.consumer.loop import LoopControl
@@ -102,14 +102,10 @@ class RunHandlers:
             loop.commit(progress.committable())
             return True
 
+        hooks = BatchHooks(checkpoint=checkpoint, wait=loop.wait, run_again=_run_again)
+
         def on_failure(unit: Unit, error: BaseException) -> bool:
-            return failures.handle(
-                unit,
-                error,
-                checkpoint=checkpoint,
-                wait=loop.wait,
-                run_again=_run_again,
-            )
+            return failures.handle(unit, error, hooks)
 
         stopped_at = execute(
             plan.units,

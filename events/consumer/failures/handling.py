@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.db import close_old_connections
 
@@ -21,8 +22,18 @@ from events.observability import audit, metrics
 
 logger = logging.getLogger("events.consumer")
 
-# Runs one unit again in its own transaction; returns its new error, or None.
-RunAgain = Callable[[Unit], BaseException | None]
+
+@dataclass(frozen=True)
+class BatchHooks:
+    """What dealing with a failure may need from the batch it happened in."""
+
+    # Confirm the retries/dead letters sent so far and commit what is finished; False
+    # if that failed (the batch is consumed again).
+    checkpoint: Callable[[], bool]
+    # Sleep unless the consumer stops; True if it is stopping.
+    wait: Callable[[float], bool]
+    # Run one unit again in its own transaction; its new error, or None.
+    run_again: Callable[[Unit], BaseException | None]
 
 
 class FailureHandler:
@@ -49,24 +60,13 @@ class FailureHandler:
         self._guard = guard
         self._clock = clock
 
-    def handle(
-        self,
-        unit: Unit,
-        error: BaseException,
-        *,
-        checkpoint: Callable[[], bool],
-        wait: Callable[[float], bool],
-        run_again: RunAgain,
-    ) -> bool:
-        """Deal with `unit`'s failure; False if the batch must stop at this unit.
-
-        `wait(seconds)` returns True when the consumer is stopping meanwhile.
-        """
+    def handle(self, unit: Unit, error: BaseException, batch: BatchHooks) -> bool:
+        """Deal with `unit`'s failure; False if the batch must stop at this unit."""
         spec = unit.spec
         if spec is None or not classifier_for(spec).is_retryable(error):
             return self.dead_letter(unit, error, guard=True)
         if spec.retry is RetryMode.BLOCKING:
-            return self._retry_in_place(unit, error, checkpoint, wait, run_again)
+            return self._retry_in_place(unit, error, batch)
         step = self._next_step(unit, spec, error)
         if step.dead_letter:
             return self.dead_letter(unit, error, guard=True)
@@ -124,22 +124,16 @@ class FailureHandler:
             attempt=unit.where.attempt + 1,
             due_at_ms=due_at_ms,
         )
-        metrics.RETRIED.labels(unit.where.topic, unit.handler_name).inc()
-        audit_unit(audit.RETRIED, unit, error)
+        _note_retry(unit, error)
         record_failure(unit, error, FailedAttempt.Outcome.RETRY_SCHEDULED, due_at_ms)
 
     def _retry_in_place(
-        self,
-        unit: Unit,
-        error: BaseException,
-        checkpoint: Callable[[], bool],
-        wait: Callable[[float], bool],
-        run_again: RunAgain,
+        self, unit: Unit, error: BaseException, batch: BatchHooks
     ) -> bool:
         """Retry where it is, holding the partition; False if stopped meanwhile."""
         assert unit.spec is not None
         # What came before is finished and committed before we start waiting.
-        if not checkpoint():
+        if not batch.checkpoint():
             return False
         while True:
             step = self._next_step(unit, unit.spec, error)
@@ -147,16 +141,20 @@ class FailureHandler:
                 # The partition waited out the backoffs: not a storm to brake.
                 return self.dead_letter(unit, error, guard=False)
             record_failure(unit, error, FailedAttempt.Outcome.RETRIED_IN_PLACE)
-            metrics.RETRIED.labels(unit.where.topic, unit.handler_name).inc()
-            audit_unit(audit.RETRIED, unit, error)
-            if wait(step.delay_ms / 1000):
+            _note_retry(unit, error)
+            if batch.wait(step.delay_ms / 1000):
                 return False
             unit.where = unit.where.next_attempt()
             close_old_connections()
-            next_error = run_again(unit)
+            next_error = batch.run_again(unit)
             if next_error is None:
                 return True
             error = next_error
 
     def _policy(self, spec: HandlerSpec) -> RetryPolicy:
         return spec.retry_policy or self._conf.retry
+
+
+def _note_retry(unit: Unit, error: BaseException) -> None:
+    metrics.RETRIED.labels(unit.where.topic, unit.handler_name).inc()
+    audit_unit(audit.RETRIED, unit, error)
