@@ -9,7 +9,8 @@ from http_api.errors import NotFound
 from payments.events import PaymentCompleted
 from reservations.errors import InvalidState
 from reservations.models import NotificationKind
-from reservations.services import notification_create, reservation_confirm
+from reservations.notifications import notification_create
+from reservations.services import reservation_confirm
 
 
 @handler("payment-complete", events=[PaymentCompleted])

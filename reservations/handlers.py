@@ -21,11 +21,8 @@ from reservations.events import (
     SeatReserved,
 )
 from reservations.models import NotificationKind
-from reservations.services import (
-    NewNotification,
-    notification_create_many,
-    reservation_complete,
-)
+from reservations.notifications import NewNotification, notification_create_many
+from reservations.services import reservation_complete
 
 
 @handler("seat-reserved", events=[SeatReserved])

@@ -204,7 +204,8 @@ class NotificationKind(models.TextChoices):
 
     The API's `kind` enum is generated from these, so a kind a handler writes but that
     is missing here would be data the schema does not allow; the check constraint
-    below refuses such rows, including those of the handlers' raw-SQL batch insert.
+    below refuses such rows, including those of the batch handlers' bulk insert
+    (events.core.bulk_insert).
     """
 
     RESERVATION_CREATED = "reservation_created", "Reservation created"

@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import logging
 import secrets
-import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-import orjson
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 import events
-from events.core.bulk_insert import insert_skipping_present
 from http_api.errors import NotFound
 from reservations.errors import (
     AlreadyPaid,
@@ -39,7 +35,6 @@ from reservations.events import (
 )
 from reservations.models import (
     HOLDING_STATUSES,
-    Notification,
     Reservation,
     ReservationStatus,
     Seat,
@@ -75,6 +70,29 @@ def reservation_create(
     otherwise queue every request on that row lock, one at a time, only to be refused.
     """
     now = now or timezone.now()
+    seat = _lock_available_seat(seat_id, now)
+    try:
+        with transaction.atomic():
+            reservation = Reservation.objects.create(
+                user=user,
+                seat=seat,
+                price=seat.price,
+                hold_expires_at=now + reservation_hold_duration(),
+            )
+    except IntegrityError as exc:
+        if _constraint_name(exc) != ONE_ACTIVE_PER_SEAT:
+            raise
+        raise SeatUnavailable(extra={"seat_id": seat.pk}) from exc
+    seat.status = SeatStatus.HELD
+    seat.save(update_fields=["status"])
+
+    _publish_hold(seat, reservation, user)
+    logger.info("seat %s held by reservation %s", seat.pk, reservation.pk)
+    return reservation
+
+
+def _lock_available_seat(seat_id: int, now: datetime) -> Seat:
+    """The seat, locked for update, if it can be held now; else the error to answer."""
     taken = (
         Seat.objects.filter(pk=seat_id)
         .exclude(status=SeatStatus.AVAILABLE)
@@ -98,21 +116,10 @@ def reservation_create(
         )
     if seat.status != SeatStatus.AVAILABLE:
         raise SeatUnavailable(extra={"seat_id": seat.pk, "seat_status": seat.status})
-    try:
-        with transaction.atomic():
-            reservation = Reservation.objects.create(
-                user=user,
-                seat=seat,
-                price=seat.price,
-                hold_expires_at=now + reservation_hold_duration(),
-            )
-    except IntegrityError as exc:
-        if _constraint_name(exc) != ONE_ACTIVE_PER_SEAT:
-            raise
-        raise SeatUnavailable(extra={"seat_id": seat.pk}) from exc
-    seat.status = SeatStatus.HELD
-    seat.save(update_fields=["status"])
+    return seat
 
+
+def _publish_hold(seat: Seat, reservation: Reservation, user: User) -> None:
     hold_expires_at = reservation.hold_expires_at.isoformat()
     events.publish(
         SeatReserved(
@@ -135,8 +142,6 @@ def reservation_create(
             hold_expires_at=hold_expires_at,
         )
     )
-    logger.info("seat %s held by reservation %s", seat.pk, reservation.pk)
-    return reservation
 
 
 @transaction.atomic
@@ -316,86 +321,6 @@ def reservation_confirm(*, reservation_id: int, now: datetime | None = None) -> 
     return Ticket.objects.create(
         reservation=reservation, user_id=reservation.user_id, code=_ticket_code()
     )
-
-
-def notification_create(
-    *,
-    user_id: int,
-    kind: str,
-    message: str,
-    event_id: uuid.UUID | str | None = None,
-) -> Notification:
-    """Create a notification for the user; with `event_id`, at most one per event.
-
-    A handler passes the event's id so a redelivered event returns the existing row
-    instead of notifying twice (a unique constraint backs this under concurrency).
-    """
-    if event_id is None:
-        return Notification.objects.create(user_id=user_id, kind=kind, message=message)
-    # One statement, no savepoint: handlers call this once per event, and a consumer
-    # handling thousands of events a second cannot afford get_or_create's round trips.
-    # On conflict the row is kept (message rewritten to the same text) and returned.
-    [notification] = Notification.objects.bulk_create(
-        [
-            Notification(
-                user_id=user_id,
-                kind=kind,
-                event_id=uuid.UUID(str(event_id)),
-                message=message,
-            )
-        ],
-        update_conflicts=True,
-        unique_fields=["user", "kind", "event_id"],
-        update_fields=["message"],
-    )
-    return notification
-
-
-NOTIFICATION_INSERT_SQL = """
-    INSERT INTO reservations_notification (user_id, kind, message, event_id, created_at)
-    SELECT r.user_id, r.kind, r.message, r.event_id, now()
-    FROM json_to_recordset(%s::json) AS r(
-        user_id int, kind text, message text, event_id uuid)
-"""
-NOTIFICATION_SKIP_PRESENT = "ON CONFLICT (user_id, kind, event_id) DO NOTHING"
-
-
-@dataclass(frozen=True)
-class NewNotification:
-    user_id: int
-    kind: str
-    message: str
-    event_id: uuid.UUID
-
-
-def notification_create_many(*, notifications: list[NewNotification]) -> int:
-    """Create notifications in one statement, at most one per (user, kind, event).
-
-    The batch handlers' service: one insert for a whole consumed batch.
-    """
-    if not notifications:
-        return 0
-    # One JSON parameter rather than bulk_create: building a model per row and quoting
-    # each array element in Python (Django's client-side binding) was a third of a
-    # consumer's time in the throughput benchmark.
-    rows = orjson.dumps(
-        [
-            {
-                "user_id": n.user_id,
-                "kind": n.kind,
-                "message": n.message,
-                "event_id": n.event_id,
-            }
-            for n in notifications
-        ]
-    ).decode()
-    insert_skipping_present(
-        NOTIFICATION_INSERT_SQL,
-        NOTIFICATION_SKIP_PRESENT,
-        [rows],
-        many=len(notifications) > 1,
-    )
-    return len(notifications)
 
 
 def _reservation_lock(*, reservation_id: int, user: User | None = None) -> Reservation:

@@ -19,8 +19,8 @@ from reservations.models import (
     Seat,
     Ticket,
 )
+from reservations.notifications import notification_create
 from reservations.services import (
-    notification_create,
     reservation_confirm,
     reservation_create,
 )

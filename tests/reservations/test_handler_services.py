@@ -15,8 +15,8 @@ from reservations.models import (
     ReservationStatus,
     Ticket,
 )
+from reservations.notifications import notification_create
 from reservations.services import (
-    notification_create,
     reservation_cancel,
     reservation_complete,
     reservation_confirm,

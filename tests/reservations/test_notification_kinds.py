@@ -13,8 +13,8 @@ from events.core.types import Envelope, decode
 from events.models import OutboxEvent
 from payments.services import payment_process, wallet_charge
 from reservations.models import Notification, NotificationKind
+from reservations.notifications import notification_create
 from reservations.services import (
-    notification_create,
     reservation_cancel,
     reservation_create,
     seat_hold_expire_due,

@@ -192,7 +192,7 @@ def test_a_confirmed_reservation_shows_its_ticket(api, user, seat):
 
 
 def test_notifications_list_only_mine(client_for, user, other_user):
-    from reservations.services import notification_create
+    from reservations.notifications import notification_create
 
     notification_create(user_id=user.pk, kind="hold_expired", message="Mine")
     notification_create(user_id=other_user.pk, kind="hold_expired", message="Theirs")

@@ -30,7 +30,8 @@ from reservations.models import (
     Reservation,
     Seat,
 )
-from reservations.services import notification_create, reservation_create
+from reservations.notifications import notification_create
+from reservations.services import reservation_create
 from tests.reservations.factories import make_performance
 from tests.security.endpoints import resolver_operations, schema_operations
 
