@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import IO
 
 from config.celery_app import app
 from tests.conftest import ROOT, child_env
@@ -33,9 +35,11 @@ def running_worker(
         )
         previous = app.conf.broker_url
         app.conf.broker_url = broker_url
+        _logs[queue] = log
         try:
             yield queue
         finally:
+            del _logs[queue]
             app.conf.broker_url = previous
             worker.send_signal(signal.SIGTERM)
             try:
@@ -43,3 +47,14 @@ def running_worker(
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait()
+
+
+_logs: dict[str, IO[bytes]] = {}
+
+
+def worker_log(queue: str) -> str:
+    """What the worker consuming `queue` (see running_worker) has logged so far."""
+    # pread: the worker writes through the same open file, so moving its offset
+    # here would move where the worker writes.
+    fd = _logs[queue].fileno()
+    return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")

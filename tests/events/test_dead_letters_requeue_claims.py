@@ -8,11 +8,11 @@ larger than the producer accepts, a crash is a requeue stopped after one of its 
 from __future__ import annotations
 
 import threading
-import time
 from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
+from django.db.models.functions import Now
 
 from events.core.kafka import build_producer
 from events.dead_letters.requeue import (
@@ -167,6 +167,17 @@ def test_a_message_the_producer_refuses_fails_alone_and_stays_requeueable(
     assert again.outcome == "would_send"
 
 
+def wait_for_claim_expiry(letter: DeadLetter) -> None:
+    """Until the database's clock, which requeue_mark compares with, passed the claim."""
+    wait_until(
+        lambda: DeadLetter.objects.filter(
+            pk=letter.pk, requeue_claimed_until__lt=Now()
+        ).exists(),
+        timeout=10,
+        what="the claim's expiry",
+    )
+
+
 def test_a_claim_left_by_a_crashed_requeue_is_requeueable_after_its_expiry(
     fresh_topics,
 ) -> None:
@@ -180,7 +191,7 @@ def test_a_claim_left_by_a_crashed_requeue_is_requeueable_after_its_expiry(
     assert "another requeue is sending it" in blocked.error
     assert read_all(fresh_topics.topic("reservation")) == []
 
-    time.sleep(2.2)
+    wait_for_claim_expiry(letter)
     [sent] = dead_letter_requeue(dead_letters=[letter], user=None)
     assert sent.outcome == "sent", sent.error
     assert requeued_from(fresh_topics.topic("reservation"), 1) == [str(letter.pk)]
@@ -198,7 +209,7 @@ def test_a_crash_after_sending_sends_again_after_expiry_and_records_once(
     first = plan_message(claim.rows[0], None)
     send_messages([first], build_producer(), timeout=30)
     assert first.outcome == "sent"
-    time.sleep(1.2)
+    wait_for_claim_expiry(letter)
 
     [second] = dead_letter_requeue(dead_letters=[letter], user=None)
     assert second.outcome == "sent", second.error

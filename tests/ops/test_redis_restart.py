@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
@@ -22,7 +21,7 @@ from config.celery_app import app
 from reservations.models import Reservation, ReservationStatus
 from reservations.services import reservation_create
 from reservations.tasks import expire_seat_holds
-from tests.celery_worker import running_worker
+from tests.celery_worker import running_worker, worker_log
 from tests.reservations.factories import make_performance, make_user
 from tests.waiting import wait_until
 from tests.web.server import free_port
@@ -92,7 +91,11 @@ def test_the_worker_goes_on_after_its_redis_restarts(
             wait_until(lambda: expired(before), timeout=60, what="a first expiry")
 
             first_redis.close()  # Redis is gone under the worker...
-            time.sleep(2)
+            wait_until(
+                lambda: "Connection to broker lost" in worker_log(queue),
+                timeout=60,
+                what="the worker noticing",
+            )
             with redis_server(port, tmp_path):  # ...and back, empty, on its port
                 after = due_reservation(seats[1].pk)
                 send(expire_seat_holds, queue=queue, url=url)
