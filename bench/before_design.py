@@ -46,6 +46,7 @@ from bench.dbclock import (
     reservation_latencies_ms,
 )
 from bench.harness import percentiles, scaled, seconds
+from events.core.delivery import Delivery
 from events.core.outbox import OutboxError
 from events.core.registry import handlers_accepting
 from events.core.types import Envelope, Event, new_event_id
@@ -128,7 +129,18 @@ class AfterCommitBus:
     def _run_handlers(self, envelope: Envelope) -> None:
         try:
             for spec in handlers_accepting(envelope.event.stream, envelope.event_type):
-                argument: Any = [envelope] if spec.batch else envelope.event
+                # No Kafka here: the delivery names the stream where a topic would be.
+                delivery = Delivery(
+                    envelope.event,
+                    envelope,
+                    envelope.aggregate_id.encode(),
+                    envelope.event.stream,
+                    0,
+                    0,
+                    1,
+                    None,
+                )
+                argument: Any = [delivery] if spec.batch else delivery
                 try:
                     with transaction.atomic():
                         spec.func(argument)

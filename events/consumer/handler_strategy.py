@@ -96,11 +96,17 @@ class RunHandlers:
             loop.pause_until(message, due_at_ms)
         progress = BatchProgress(plan.planned, plan.units)
 
+        confirmed = True
+
         def checkpoint() -> bool:
-            if not publisher.confirm():
-                return False
-            loop.commit(progress.committable())
-            return True
+            # A send the broker refused fails every later checkpoint of the batch too:
+            # confirm() reports each error once, and committing past a refused retry
+            # or dead letter would lose its event.
+            nonlocal confirmed
+            confirmed = confirmed and publisher.confirm()
+            if confirmed:
+                loop.commit(progress.committable())
+            return confirmed
 
         hooks = BatchHooks(checkpoint=checkpoint, wait=loop.wait, run_again=_run_again)
 
@@ -115,6 +121,7 @@ class RunHandlers:
             stopping=lambda: loop.stopping,
         )
         if not checkpoint():
+            # Not a storm: the batch is read again (the inbox absorbs what committed).
             loop.rewind(plan.planned)
             loop.wait(CONFIRM_FAILED_WAIT_SECONDS)
             return

@@ -112,6 +112,8 @@ class ConsumerLoop:
         consumer_overrides: dict[str, Any] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         heartbeat: bool = False,
+        report_lag: bool = True,
+        log_joins: bool = True,
         lag_sink: LagSink | None = None,
         description: str = "consuming",
         detail: str = "",
@@ -126,6 +128,8 @@ class ConsumerLoop:
         self._consumer_overrides = consumer_overrides or {}
         self._clock = clock
         self._heartbeat = heartbeat
+        self._report_lag = report_lag
+        self._log_joins = log_joins
         self._description = description
         self._detail = detail
         self._stopped = stopped
@@ -197,7 +201,7 @@ class ConsumerLoop:
                 logger.exception("database failure; the batch will be consumed again")
                 self.rewind(messages)
                 self.wait(DATABASE_RETRY_SECONDS)
-        if self.assigned:
+        if self._report_lag and self.assigned:
             self._lag.maybe_report(self._consumer, self.assigned)
 
     # -- polling ------------------------------------------------------------------------
@@ -246,7 +250,8 @@ class ConsumerLoop:
         now = self._clock.monotonic()
         for p in partitions:
             self.assigned.add((p.topic, p.partition))
-            self._assigned_at[(p.topic, p.partition)] = now
+            if self._log_joins:
+                self._assigned_at[(p.topic, p.partition)] = now
         logger.info("assigned %s", _names(partitions))
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -352,6 +357,9 @@ class LagReporter:
         for (topic, partition), lag in lags.items():
             metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
         if self._sink is not None and lags:
+            # An idle consumer runs no batch, whose start replaces a connection a
+            # database restart broke: do it here, or no report is stored until then.
+            close_old_connections()
             try:
                 self._sink(self._group_id, lags)
             except DatabaseError as exc:

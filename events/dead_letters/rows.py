@@ -20,6 +20,12 @@ from events.models import DeadLetter, FailedAttempt
 
 StoredHeaders = list[list[Any]]
 
+# A dead letter's fields are whatever some producer wrote: what PostgreSQL would refuse
+# (NUL in text, text past a column's length, numbers past a column's range) is made to
+# fit, or one bad letter would stop the store on every read of its batch.
+INT32 = (0, 2**31 - 1)
+INT64 = (0, 2**63 - 1)
+
 # Control characters other than tab, newline and carriage return (tracebacks have those).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -45,24 +51,25 @@ def dead_letter_from_message(message: Record) -> DeadLetter:
         dlq_partition=message.partition(),
         dlq_offset=message.offset(),
         key=key,
-        key_text=(key or b"").decode("utf-8", "replace")[:255],
+        key_text=_text((key or b"").decode("utf-8", "replace"), 255),
         value=value,
         headers=encode_headers(raw_headers),
         payload=payload,
         event_id=event_id,
-        event_type=str(envelope.get("type") or h.get(dl.EVENT_TYPE, ""))[:100],
-        error_class=letter.exception_fqcn[:255],
-        error_message=letter.exception_message,
-        traceback=letter.exception_stacktrace,
-        original_topic=letter.original_topic,
-        original_partition=letter.original_partition,
-        original_offset=letter.original_offset,
+        event_type=_text(str(envelope.get("type") or h.get(dl.EVENT_TYPE, "")), 100),
+        error_class=_text(letter.exception_fqcn, 255),
+        error_message=_text(letter.exception_message),
+        traceback=_text(letter.exception_stacktrace),
+        original_topic=_text(letter.original_topic, 249),
+        original_partition=_in_range(letter.original_partition, INT32),
+        original_offset=_in_range(letter.original_offset, INT64),
         original_timestamp=_ms_to_datetime(letter.original_timestamp_ms),
-        attempts=letter.attempts or 0,
-        handler=handler,
-        consumer_group=letter.consumer_group,
-        replay_count=dl.decode_decimal(
-            dl.raw_header_map(raw_headers).get(dl.REPLAY_COUNT)
+        attempts=_in_range(letter.attempts, INT32) or 0,
+        handler=_text(handler, 200),
+        consumer_group=_text(letter.consumer_group, 255),
+        replay_count=_in_range(
+            dl.decode_decimal(dl.raw_header_map(raw_headers).get(dl.REPLAY_COUNT)),
+            INT32,
         )
         or 0,
         first_failed_at=_first_failure(event_id, handler) or failed_at,
@@ -117,7 +124,8 @@ def _first_failure(event_id: uuid.UUID | None, handler: str) -> datetime | None:
 
 
 def _json_or_none(value: bytes | None) -> Any:
-    if value is None:
+    # jsonb refuses a NUL character in text: such a payload is kept only as bytes.
+    if value is None or b"\\u0000" in value:
         return None
     try:
         return json.loads(value)
@@ -139,3 +147,13 @@ def _ms_to_datetime(ms: int | None) -> datetime | None:
         return datetime.fromtimestamp(ms / 1000, tz=UTC)
     except (OverflowError, OSError, ValueError):  # past year 9999: not a real time
         return None
+
+
+def _text(value: str, limit: int | None = None) -> str:
+    cleaned = value.replace("\x00", "\ufffd")
+    return cleaned[:limit] if limit is not None else cleaned
+
+
+def _in_range(value: int | None, bounds: tuple[int, int]) -> int | None:
+    low, high = bounds
+    return value if value is not None and low <= value <= high else None

@@ -73,6 +73,10 @@ class DeadLetterStoreRunner(ConsumerLoop):
             batch_size=batch_size,
             poll_timeout=poll_timeout,
             description="storing dead letters of",
+            # Its lag is not the pipeline's (the lag gauge has no group label), and
+            # the join lines are the handler consumers' (the rebalance benchmark).
+            report_lag=False,
+            log_joins=False,
             stopped="dead-letter store of group %s stopped",
         )
 

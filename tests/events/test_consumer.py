@@ -228,6 +228,32 @@ def test_a_failing_batch_handler_is_split_and_every_event_keeps_its_outcome(
     assert {header(m, dl.DLT_HANDLER) for m in letters} == {handler}
 
 
+def test_a_dead_letter_too_large_for_the_broker_goes_without_its_stack_trace(
+    fresh_topics,
+) -> None:
+    # About 992 KB: it fits as an event and as a retry, but with the dead-letter
+    # headers (a 2 KB message, an 8 KB trace) it passes the producer's 1 MB limit.
+    [bad_id, _] = send_events(
+        TestPinged(ping_id="big-" + "x" * 991_500, mode="fail", key_id="B"),
+        TestPinged(ping_id="after-big", key_id="B"),
+    )
+    with running_consumer():
+        wait_until(
+            lambda: FailedAttempt.objects.filter(
+                event_id=bad_id, outcome="dead_lettered"
+            ).exists(),
+            what="the dead letter",
+        )
+        [letter] = read_topic(
+            fresh_topics.dlq_topic("reservation"), expected=1, timeout=10
+        )
+    assert header(letter, "event_id") == bad_id
+    assert header(letter, dl.DLT_EXCEPTION_STACKTRACE) is None
+    assert header(letter, dl.DLT_EXCEPTION_FQCN) == "builtins.RuntimeError"
+    assert header(letter, dl.DLT_EXCEPTION_MESSAGE).startswith("ping big-xxx")
+    assert effects("after-big") == 1
+
+
 def test_poison_messages_are_dead_lettered_at_once(fresh_topics) -> None:
     topic = fresh_topics.topic("reservation")
 

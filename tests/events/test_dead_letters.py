@@ -177,6 +177,32 @@ def test_store_keeps_one_row_per_dlq_message_however_often_it_is_read(
     assert decode_headers(letter.headers)[0] == ("bin", b"\x00\xff")
 
 
+def test_a_letter_postgresql_would_refuse_as_written_is_stored_made_to_fit(
+    fresh_topics,
+) -> None:
+    """Whatever a producer put in a DLQ message, the store keeps it and goes on."""
+    dlq = fresh_topics.dlq_topic("reservation")
+    send_raw(
+        dlq,
+        key=b"nul\x00key",
+        value=b'{"id": "x", "type": "T\\u0000", "data": {}}',
+        headers=[
+            (dl.DLT_EXCEPTION_MESSAGE, b"broken \x00 message"),
+            (dl.DLT_ORIGINAL_PARTITION, b"99999999999"),  # an old decimal, past int32
+            (dl.DLT_ATTEMPTS, b"123456789012345"),
+            (dl.DLT_HANDLER, b"h" * 500),
+        ],
+    )
+    send_raw(dlq, key=b"next", value=b"{}")
+    messages = read_topic(dlq, expected=2)
+    assert store_dead_letters(messages) == 2
+    odd = DeadLetter.objects.get(key_text__startswith="nul")
+    assert odd.payload is None and bytes(odd.value).startswith(b'{"id"')
+    assert odd.error_message == "broken \ufffd message"
+    assert odd.original_partition is None and odd.attempts == 0
+    assert len(odd.handler) == 200
+
+
 def test_requeueing_an_event_already_handled_changes_nothing(fresh_topics) -> None:
     topic = fresh_topics.topic("reservation")
     [event_id] = send_events(TestPinged(ping_id="done", key_id="K"))

@@ -11,8 +11,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from events.core.headers import Origin, dead_letter_headers, retry_headers
-from events.core.kafka import KafkaError, Record
+from events.core.headers import (
+    DLT_EXCEPTION_STACKTRACE,
+    Origin,
+    dead_letter_headers,
+    retry_headers,
+)
+from events.core.kafka import (
+    PERMANENT_PRODUCE_ERRORS,
+    KafkaError,
+    KafkaException,
+    Record,
+)
 
 logger = logging.getLogger("events.consumer")
 
@@ -66,7 +76,10 @@ class FailurePublisher:
             group=self._group_id,
             error=error,
         )
-        self._produce(topic, message, headers)
+        # A dead letter is the message plus up to 10 KB of error headers: if that
+        # passes the broker's size limit, the letter goes without the stack trace
+        # rather than not at all.
+        self._produce(topic, message, headers, smaller=_without_stacktrace(headers))
 
     def confirm(self, timeout: float = CONFIRM_TIMEOUT_SECONDS) -> bool:
         """Whether everything sent so far reached the broker (False: consume again)."""
@@ -86,8 +99,15 @@ class FailurePublisher:
         self._producer.flush(10)
 
     def _produce(
-        self, topic: str, message: Record, headers: list[tuple[str, bytes]]
+        self,
+        topic: str,
+        message: Record,
+        headers: list[tuple[str, bytes]],
+        *,
+        smaller: list[tuple[str, bytes]] | None = None,
     ) -> None:
+        """Hand the message to the producer; a refusal on the spot counts as a failed
+        send (confirm() then fails and the batch is read again), never as a crash."""
         while True:
             try:
                 self._producer.produce(
@@ -100,7 +120,23 @@ class FailurePublisher:
                 return
             except BufferError:
                 self._producer.poll(0.1)
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if smaller is not None and error.code() in PERMANENT_PRODUCE_ERRORS:
+                    headers, smaller = smaller, None
+                    continue
+                logger.error("%s refused %s: %s", topic, _where(message), error)
+                self._errors.append(error)
+                return
 
     def _on_delivery(self, error: KafkaError | None, _message: Record) -> None:
         if error is not None:
             self._errors.append(error)
+
+
+def _without_stacktrace(headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    return [(k, v) for k, v in headers if k != DLT_EXCEPTION_STACKTRACE]
+
+
+def _where(message: Record) -> str:
+    return f"{message.topic()}[{message.partition()}]@{message.offset()}"

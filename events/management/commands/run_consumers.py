@@ -79,7 +79,10 @@ class Command(BaseCommand):
         needed = [t for s in streams for t in [conf.topic(s), *conf.retry_topics(s)]]
         require_topics(conf, needed + [conf.dlq_topic(s) for s in streams])
         if options["dead_letters_only"]:
-            self._run_loops([DeadLetterStoreRunner(streams=streams)])
+            self._run_loops(
+                [DeadLetterStoreRunner(streams=streams)],
+                doing="stopping the dead-letter store",
+            )
             return
         if options["concurrency"] > 1:
             self._supervise(
@@ -101,14 +104,17 @@ class Command(BaseCommand):
         gc_tuning.tune_for_batches()
         self._run_loops(loops)
 
-    def _run_loops(self, loops: list[ConsumerLoop]) -> None:
+    def _run_loops(
+        self,
+        loops: list[ConsumerLoop],
+        *,
+        doing: str = "finishing the message in flight, then stopping",
+    ) -> None:
         def stop_all() -> None:
             for loop in loops:
                 loop.stop()
 
-        stop_on_signals(
-            stop_all, log=logger, doing="finishing the message in flight, then stopping"
-        )
+        stop_on_signals(stop_all, log=logger, doing=doing)
         if len(loops) == 1:
             loops[0].run()
         else:
