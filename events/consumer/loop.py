@@ -33,6 +33,7 @@ logger = logging.getLogger("events.consumer")
 
 TP = tuple[str, int]
 LAG_REPORT_SECONDS = 5.0
+COMMITTED_TIMEOUT_SECONDS = 1.0
 DATABASE_RETRY_SECONDS = 1.0
 
 # Told the consumer group's lag per partition every LAG_REPORT_SECONDS.
@@ -370,6 +371,18 @@ def _lags(consumer: Any, assigned: set[TP]) -> dict[TP, int]:
     partitions = [TopicPartition(t, p) for t, p in assigned]
     try:
         positions = consumer.position(partitions)
+        # A partition that has delivered nothing since it was assigned (an idle one,
+        # after a rebalance) has no position yet: it will start at its commit.
+        unknown = [p for p in positions if p.offset < 0]
+        if unknown:
+            committed = {
+                (c.topic, c.partition): c
+                for c in consumer.committed(unknown, timeout=COMMITTED_TIMEOUT_SECONDS)
+            }
+            positions = [
+                committed.get((p.topic, p.partition), p) if p.offset < 0 else p
+                for p in positions
+            ]
     except KafkaException:
         return {}
     lags: dict[TP, int] = {}

@@ -12,7 +12,12 @@ import pytest
 
 from events.core import headers as dl
 from events.core.kafka import TopicPartition, build_consumer
-from events.models import FailedAttempt, InboxDuplicateCount, InboxEntry
+from events.models import (
+    ConsumerLag,
+    FailedAttempt,
+    InboxDuplicateCount,
+    InboxEntry,
+)
 from tests.conftest import child_env
 from tests.effects.event_types import TestBatched, TestOrdered, TestPinged
 from tests.effects.handlers import batch_calls, failures
@@ -252,6 +257,36 @@ def test_a_dead_letter_too_large_for_the_broker_goes_without_its_stack_trace(
     assert header(letter, dl.DLT_EXCEPTION_FQCN) == "builtins.RuntimeError"
     assert header(letter, dl.DLT_EXCEPTION_MESSAGE).startswith("ping big-xxx")
     assert effects("after-big") == 1
+
+
+def test_a_consumer_reports_the_lag_of_partitions_that_deliver_nothing(
+    fresh_topics,
+) -> None:
+    """After a rebalance, an idle partition has no position until a message comes:
+    its lag is still reported (from its commit), so the admin shows every partition."""
+    send_events(*[TestPinged(ping_id=f"lag{i}", key_id=f"key{i}") for i in range(12)])
+    topic = fresh_topics.topic("reservation")
+    with running_consumer():
+        wait_until(lambda: Effect.objects.count() == 12, what="all handled")
+    with_messages = set(
+        InboxEntry.objects.filter(topic=topic).values_list("partition", flat=True)
+    )
+    ConsumerLag.objects.all().delete()
+    with running_consumer() as again:
+        wait_until(
+            lambda: (
+                with_messages
+                <= set(
+                    ConsumerLag.objects.filter(
+                        group=again.group_id, topic=topic
+                    ).values_list("partition", flat=True)
+                )
+            ),
+            what="a lag report of every partition, none of which delivers anything",
+        )
+    assert set(
+        ConsumerLag.objects.filter(topic=topic).values_list("lag", flat=True)
+    ) == {0}
 
 
 def test_poison_messages_are_dead_lettered_at_once(fresh_topics) -> None:
