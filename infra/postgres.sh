@@ -39,6 +39,9 @@ ensure_cluster() {
   # (ssl on, snakeoil certificate) made every client negotiate it (libpq's sslmode
   # prefer), which cost about 6 % of a reservation request's CPU (bench/ANALYSIS.md).
   pg_conftool "$PG_VERSION" "$PG_CLUSTER" set ssl off
+  # The CDC relay (RELAY=cdc: Debezium through Kafka Connect) reads the outbox's inserts
+  # from the WAL by logical decoding. Always on, so switching relays needs no restart.
+  pg_conftool "$PG_VERSION" "$PG_CLUSTER" set wal_level logical
 }
 
 is_running() { pg_lsclusters -h | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1==v && $2==c {print $4}' | grep -q online; }
@@ -68,6 +71,10 @@ start() {
   fi
   if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname='$PG_USER'")" != 1 ]; then
     psql_admin -c "CREATE ROLE \"$PG_USER\" LOGIN CREATEDB PASSWORD '$PG_PASSWORD'"
+  fi
+  # Debezium's replication connection (a slot, logical decoding) needs the attribute.
+  if [ "$(psql_admin -c "SELECT rolreplication FROM pg_roles WHERE rolname='$PG_USER'")" != t ]; then
+    psql_admin -c "ALTER ROLE \"$PG_USER\" REPLICATION"
   fi
   if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname='$PG_DB'")" != 1 ]; then
     psql_admin -c "CREATE DATABASE \"$PG_DB\" OWNER \"$PG_USER\""
