@@ -298,3 +298,22 @@ class ConsumerLag(models.Model):
 
     def __str__(self) -> str:
         return f"{self.group} {self.topic}[{self.partition}]: {self.lag}"
+
+
+class OutboxSharding(models.Model):
+    """How many shards the relays divide the outbox into: one row (id 1), kept by them.
+
+    Stored so that a relay started with another OUTBOX_RELAY_SHARDS than the running
+    ones refuses: a key would map to two shards with two leaders, and lose its order
+    (events.relay.shards).
+    """
+
+    shards = models.PositiveSmallIntegerField()
+    changed_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "outbox sharding"
+        verbose_name_plural = "outbox sharding"
+
+    def __str__(self) -> str:
+        return f"{self.shards} outbox shard(s)"

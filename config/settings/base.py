@@ -298,6 +298,10 @@ CONSUMER_THREADS = env.int("CONSUMER_THREADS", default=1)
 
 OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=2000)
 OUTBOX_RELAY_POLL_INTERVAL = env.float("OUTBOX_RELAY_POLL_INTERVAL", default=1.0)
+# Shards of the outbox (by a hash of the event key): each relay process leads a fair
+# share and stands by for the rest, so N relays on N machines share the sending. 1: one
+# leader for everything. Every relay must have the same value (events.relay.shards).
+OUTBOX_RELAY_SHARDS = env.int("OUTBOX_RELAY_SHARDS", default=1)
 # Keep a PublishedEvent row (topic, partition, offset, time) per acknowledged event, for
 # the dead-letter timeline. Off by default: it doubles the database's work per event
 # (bench/REPORT.md), and the audit log line per published event says the same.

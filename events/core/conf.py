@@ -47,6 +47,7 @@ class PipelineSettings:
     relay_batch_size: int
     relay_poll_interval: float
     relay_delivery_log: bool = False
+    relay_shards: int = 1
     consumer_batch_size: int = 500
     consumer_threads: int = 1
     dlq_max_per_window: int = 100
@@ -116,6 +117,7 @@ def pipeline_settings() -> PipelineSettings:
         ),
         relay_batch_size=settings.OUTBOX_RELAY_BATCH_SIZE,
         relay_poll_interval=settings.OUTBOX_RELAY_POLL_INTERVAL,
+        relay_shards=settings.OUTBOX_RELAY_SHARDS,
         relay_delivery_log=settings.OUTBOX_DELIVERY_LOG,
         consumer_batch_size=settings.CONSUMER_BATCH_SIZE,
         consumer_threads=settings.CONSUMER_THREADS,

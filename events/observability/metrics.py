@@ -55,6 +55,10 @@ OUTBOX_PARKED_ROWS = Gauge(
 RELAY_IS_LEADER = Gauge(
     "outbox_relay_leader", "1 while this relay process holds the leader lock."
 )
+RELAY_SHARDS_LED = Gauge(
+    "outbox_relay_shards_led",
+    "Outbox shards this relay process leads (OUTBOX_RELAY_SHARDS divides the outbox).",
+)
 RELAY_RECONNECTS = Counter(
     "outbox_relay_reconnects_total",
     "Times the relay lost its database connection (and leadership) and reconnected.",

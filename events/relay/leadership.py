@@ -1,9 +1,9 @@
-"""Who sends: the leader lock, waiting as a hot standby, and reconnecting after a loss.
+"""Who sends: leading shards, waiting as a hot standby, and reconnecting after a loss.
 
-One relay leads by holding a PostgreSQL session advisory lock; the others wait for it.
-PostgreSQL frees the lock when the leader's session ends (a crash, a restart, a cut
-connection), so a standby takes over within one poll interval and nothing needs to
-detect the leader's death.
+A relay leads a shard by holding a PostgreSQL session advisory lock (events.relay.
+shards); the others wait for it. PostgreSQL frees the lock when the leader's session
+ends (a crash, a restart, a cut connection), so a standby takes over within one poll
+interval and nothing needs to detect the leader's death.
 """
 
 from __future__ import annotations
@@ -11,17 +11,16 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from typing import Any
-
-import psycopg
 
 from events.observability import metrics
+from events.relay.shards import SHARD_LOCK_CLASS, ShardClaims
 
 # One logger for everything the relay says (as before the split, and as relay_outbox
 # logs): its lines read and filter the same whichever module wrote them.
 logger = logging.getLogger("events.relay")
 
-RELAY_LOCK_KEY = (7_002, 0)
+# The lock of shard 0: with one shard (the default), the leader lock.
+RELAY_LOCK_KEY = (SHARD_LOCK_CLASS, 0)
 # A session that lasted this long was healthy: its loss starts the backoff over.
 HEALTHY_SESSION_SECONDS = 30.0
 
@@ -48,22 +47,26 @@ class Reconnects:
         return reconnect_delay(self.failures, cap=self.cap)
 
 
-def wait_for_leadership(
-    conn: psycopg.Connection[Any], *, poll_interval: float, stop: threading.Event
+def wait_for_shards(
+    claims: ShardClaims, *, poll_interval: float, stop: threading.Event
 ) -> bool:
-    """Take the leader lock on `conn`, waiting as a standby while another relay has it.
+    """Claim this relay's share of the shards, waiting as a standby while other relays
+    lead them all.
 
-    Return False if `stop` was set first. The lock lasts as long as `conn`'s session.
+    Return False if `stop` was set first. The locks last as long as the session of the
+    claims' connection.
     """
     announced = False
     while not stop.is_set():
-        row = conn.execute(
-            "SELECT pg_try_advisory_lock(%s, %s)", RELAY_LOCK_KEY
-        ).fetchone()
-        if row and row[0]:
+        claims.settle()
+        metrics.RELAY_SHARDS_LED.set(len(claims.held))
+        if claims.held:
             metrics.RELAY_IS_LEADER.set(1)
-            logger.info("relay is the leader; sending outbox rows")
+            logger.info(
+                "relay is the leader%s; sending outbox rows", claims.filter().describe()
+            )
             return True
+        metrics.RELAY_IS_LEADER.set(0)
         # A standby is alive too: its heartbeat tells a health check so.
         metrics.RELAY_HEARTBEAT.set_to_current_time()
         if not announced:

@@ -22,12 +22,13 @@ from events.relay.database import (
     database_connection,
     recorder_connection,
 )
-from events.relay.leadership import Reconnects, wait_for_leadership
+from events.relay.leadership import Reconnects, wait_for_shards
 from events.relay.loop_state import MAX_IN_FLIGHT, LoopState
 from events.relay.pipeline import Pipeline
 from events.relay.reader import Reader
 from events.relay.recorder import Recorder
 from events.relay.sending import BatchSender
+from events.relay.shards import ShardClaims
 
 # One logger for everything the relay says (as before the split, and as relay_outbox
 # logs): its lines read and filter the same whichever module wrote them.
@@ -40,12 +41,14 @@ class OutboxRelay:
     Contract:
     - `run()` blocks until `stop()` is called; batches in flight are finished first
       (acknowledged rows recorded), so a clean stop re-sends nothing.
-    - One leader: `run()` first takes a PostgreSQL session advisory lock
-      (events.relay.leadership). A second relay waits as a hot standby and takes over
-      within one poll interval of the leader's death, because PostgreSQL frees the lock
-      when the session ends. With one sender and per-key commit order equal to id
+    - One leader per shard: the outbox is divided into OUTBOX_RELAY_SHARDS shards by
+      a hash of the key (events.relay.shards; one by default). `run()` claims a fair
+      share of them with PostgreSQL session advisory locks and stands by for the
+      rest; a relay that holds none waits as a hot standby. A dead leader's shards are
+      taken over within one poll interval, because PostgreSQL frees the locks when
+      its session ends. With one sender per key and per-key commit order equal to id
       order (see events.core.outbox.publish), every key's events reach their
-      partition in commit order, also across a crash.
+      partition in commit order, also across a crash or a shard's move.
     - At least once: a row leaves the outbox only after the broker acknowledged it
       (acks=all, idempotent producer). A crash between acknowledgement and recording
       re-sends the row: a duplicate, never a loss.
@@ -76,6 +79,7 @@ class OutboxRelay:
         *,
         batch_size: int | None = None,
         poll_interval: float | None = None,
+        shard_count: int | None = None,
         producer_factory: Callable[[], Producer] = build_producer,
         # Short: while the broker is away librdkafka keeps trying by itself; this only
         # spaces out the relay's re-reads, and a long one is slept after it is back.
@@ -84,6 +88,7 @@ class OutboxRelay:
         conf = pipeline_settings()
         self.batch_size = batch_size or conf.relay_batch_size
         self.poll_interval = poll_interval or conf.relay_poll_interval
+        self.shard_count = shard_count or conf.relay_shards
         self.max_backoff = max_backoff
         self._sender = self.sender_type(producer_factory)
         self._stop = threading.Event()
@@ -135,18 +140,26 @@ class OutboxRelay:
     def _run_session(self) -> None:
         conn = database_connection()
         try:
-            if wait_for_leadership(
-                conn, poll_interval=self.poll_interval, stop=self._stop
+            claims = ShardClaims(conn, self.shard_count)
+            claims.join()
+            # Each pipeline sends the shards held when it starts; when they change
+            # (a relay joined or died) it ends, everything in flight recorded, and
+            # the next one starts from the new set.
+            while wait_for_shards(
+                claims, poll_interval=self.poll_interval, stop=self._stop
             ):
                 self.is_leader = True
-                self._lead(conn)
+                self._lead(conn, claims)
         finally:
             conn.close()
             self.is_leader = False
             metrics.RELAY_IS_LEADER.set(0)
+            metrics.RELAY_SHARDS_LED.set(0)
 
-    def _lead(self, conn: psycopg.Connection[Any]) -> None:
-        reader = self.reader_type(conn, batch_size=self.batch_size)
+    def _lead(self, conn: psycopg.Connection[Any], claims: ShardClaims) -> None:
+        reader = self.reader_type(
+            conn, batch_size=self.batch_size, shards=claims.filter()
+        )
         reader.listen()
         self._sender.producer()
         pipeline = Pipeline(
@@ -164,6 +177,7 @@ class OutboxRelay:
                 now=time.monotonic(),
             ),
             stop=self._stop,
+            reassess=claims.reassess,
         )
         try:
             pipeline.run()

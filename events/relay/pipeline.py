@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from events.core.kafka import KafkaError
 from events.observability import audit, metrics
@@ -26,10 +27,13 @@ logger = logging.getLogger("events.relay")
 class Pipeline:
     """One leader session's loop over the outbox.
 
-    Contract: `run()` blocks until `stop` is set and raises what the leader's
-    connection raises (the session is over then); `close()` always follows, finishes
-    the batches in flight and records their outcomes, so a clean stop re-sends
-    nothing. Batches are handed to the recorder complete and oldest first.
+    Contract: `run()` blocks until `stop` is set, or until `reassess()` (asked at most
+    once per poll interval, whenever the pipeline is empty) says the shards to lead
+    changed; it raises what the leader's connection raises (the session is over
+    then). `close()` always follows, finishes the batches in flight and records their
+    outcomes, so a clean stop re-sends nothing and a released shard's next leader
+    starts from rows nobody is sending. Batches are handed to the recorder complete
+    and oldest first.
     """
 
     def __init__(
@@ -40,16 +44,20 @@ class Pipeline:
         recorder: Recorder,
         state: LoopState,
         stop: threading.Event,
+        reassess: Callable[[], bool] = lambda: False,
     ) -> None:
         self.reader = reader
         self.sender = sender
         self.recorder = recorder
         self.state = state
         self._stop = stop
+        self._reassess = reassess
+        self._reassess_at = time.monotonic() + state.poll_interval
+        self._shards_changed = False
         self._in_flight: deque[Batch] = deque()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self._shards_changed:
             self._step()
 
     def close(self) -> None:
@@ -109,7 +117,12 @@ class Pipeline:
             # A commit after the empty read's snapshot notified after the notifications
             # that read drained, so this returns at once.
             self.reader.wait_for_notify(self.state.poll_interval, self._stop)
-        self.state.start_over(time.monotonic())
+        now = time.monotonic()
+        self.state.start_over(now)
+        if now >= self._reassess_at:
+            # The pipeline is empty and the connection free: the moment to ask.
+            self._reassess_at = now + self.state.poll_interval
+            self._shards_changed = self._reassess()
 
     def _back_off(self, failures: list[tuple[int, KafkaError]], delay: float) -> None:
         # Let what is in flight finish and be recorded, then wait before trying again.

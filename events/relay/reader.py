@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 
+from events.relay.shards import ShardFilter
 from events.relay.window import FETCH_SQL, Row, Window
 
 NOTIFY_CHANNEL = "events_outbox"
@@ -29,9 +30,16 @@ class Reader:
     is waited for and forgotten: its rows were not produced, the table still has them.
     """
 
-    def __init__(self, conn: psycopg.Connection[Any], *, batch_size: int) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        *,
+        batch_size: int,
+        shards: ShardFilter | None = None,
+    ) -> None:
         self._conn = conn
         self.batch_size = batch_size
+        self.shards = shards or ShardFilter(1, (0,))
         self._fetcher = ThreadPoolExecutor(1, thread_name_prefix="relay-fetch")
         self._prefetch: tuple[Window, Future[Fetched]] | None = None
 
@@ -65,7 +73,7 @@ class Reader:
         """One page of `window`, at most `batch_size` rows, read now."""
         self._drain_notifications()
         result = self._conn.execute(
-            FETCH_SQL, window.params(self.batch_size)
+            FETCH_SQL, {**window.params(self.batch_size), **self.shards.params()}
         ).fetchall()
         snapshot: str = result[0][0]
         return [row[1:] for row in result if row[1] is not None], snapshot

@@ -14,11 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from events.relay.shards import SHARD_SQL
+
 # An outbox row as the relay reads it: (id, topic, key, payload, headers as JSON text).
 Row = tuple[int, str, str, str, str]
 
 # The statement's own snapshot comes back with the rows (a LEFT JOIN, so also when
-# there are none); it becomes the window's upper bound.
+# there are none); it becomes the window's upper bound. `shards` limits the read to the
+# shards this relay leads (events.relay.shards); NULL when it leads them all.
 FETCH_SQL = """
     SELECT s.snap::text, o.id, o.topic, o.key, o.payload, o.headers::text
     FROM (SELECT pg_current_snapshot() AS snap) AS s
@@ -29,10 +32,11 @@ FETCH_SQL = """
             AND NOT pg_visible_in_snapshot(xact_id, %(lower)s::pg_snapshot)
             AND (%(upper)s::pg_snapshot IS NULL
                  OR pg_visible_in_snapshot(xact_id, %(upper)s::pg_snapshot))
+            AND (%(shards)s::int[] IS NULL OR {shard} = ANY(%(shards)s::int[]))
         ORDER BY id
         LIMIT %(limit)s
     ) AS o ON true
-"""
+""".replace("{shard}", SHARD_SQL)
 # A snapshot in which nothing is visible: a window from it holds every pending row.
 EVERYTHING = "1:1:"
 

@@ -10,13 +10,15 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from events.core.conf import pipeline_settings
 from events.management.process import require_topics, serve_metrics, stop_on_signals
 from events.relay.outbox_relay import OutboxRelay
+from events.relay.shards import ShardCountChanged
 
 logger = logging.getLogger("events.relay")
 
 
 class Command(BaseCommand):
     help = (
-        "Send committed outbox events to Kafka (one leader; extra relays are standbys)."
+        "Send committed outbox events to Kafka (one leader per shard; extra relays "
+        "share the shards or stand by)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -49,10 +51,15 @@ class Command(BaseCommand):
             relay.stop, log=logger, doing="finishing the batch in flight, then stopping"
         )
         logger.info(
-            "relay_outbox starting (bootstrap %s, batch %d, poll %.1f s)",
+            "relay_outbox starting (bootstrap %s, batch %d, poll %.1f s, %d shard%s)",
             conf.bootstrap_servers,
             relay.batch_size,
             relay.poll_interval,
+            relay.shard_count,
+            "" if relay.shard_count == 1 else "s",
         )
-        relay.run()
+        try:
+            relay.run()
+        except ShardCountChanged as exc:
+            raise CommandError(str(exc)) from exc
         logger.info("relay_outbox stopped")
