@@ -1,0 +1,287 @@
+"""Sharded relays against the real database and broker: one leader per shard, per-key
+order while relays die and start, and a shard count that cannot change under them."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pytest
+from django.db import connection
+
+from events.models import OutboxEvent, OutboxSharding
+from events.relay.reader import Reader
+from events.relay.shards import (
+    SHARD_SQL,
+    ShardClaims,
+    ShardCountChanged,
+    ShardFilter,
+    fair_share,
+)
+from events.relay.window import Window
+from tests.events.outbox_rows import (
+    first_occurrences,
+    insert_outbox_rows,
+    new_topic_name,
+    sequences_by_key,
+)
+from tests.events.pipeline import process_log
+from tests.events.relay_process import start_relay_process
+from tests.kafka_helpers import make_topic, read_topic
+from tests.waiting import wait_until
+
+
+def test_the_fair_share_covers_every_shard_and_spreads_them() -> None:
+    assert fair_share(1, 1) == 1
+    assert fair_share(1, 3) == 1  # one leader, two standbys
+    assert fair_share(3, 1) == 3
+    assert fair_share(3, 2) == 2
+    assert fair_share(3, 3) == 1
+    assert fair_share(4, 3) == 2
+    assert fair_share(3, 0) == 3
+    for shards in range(1, 9):
+        for members in range(1, 9):
+            assert fair_share(shards, members) * members >= shards
+
+
+def test_a_filter_of_every_shard_reads_without_a_condition() -> None:
+    assert ShardFilter(1, (0,)).params() == {"shards": None, "shard_count": 1}
+    assert ShardFilter(3, (0, 1, 2)).params()["shards"] is None
+    assert ShardFilter(3, (0, 2)).params() == {"shards": [0, 2], "shard_count": 3}
+    assert ShardFilter(1, (0,)).describe() == ""
+    assert ShardFilter(3, (0, 2)).describe() == " of shards 0, 2 of 3"
+
+
+def connect() -> psycopg.Connection[Any]:
+    s = connection.settings_dict
+    return psycopg.connect(
+        dbname=s["NAME"],
+        user=s["USER"],
+        password=s["PASSWORD"],
+        host=s["HOST"],
+        port=s["PORT"],
+        autocommit=True,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_shard_reader_reads_only_its_keys_and_together_they_read_everything() -> (
+    None
+):
+    insert_outbox_rows(600, topic="shards", keys=60)
+    seen: dict[int, set[str]] = {}
+    ids: list[int] = []
+    with connect() as conn:
+        for shard in range(3):
+            reader = Reader(conn, batch_size=1_000, shards=ShardFilter(3, (shard,)))
+            rows, _ = reader.read(Window())
+            reader.close()
+            seen[shard] = {row[2] for row in rows}
+            ids += [row[0] for row in rows]
+            expected = conn.execute(
+                f"SELECT DISTINCT key FROM events_outboxevent WHERE {SHARD_SQL} = %(s)s",
+                {"shard_count": 3, "s": shard},
+            ).fetchall()
+            assert seen[shard] == {key for (key,) in expected}
+    assert sorted(ids) == list(
+        OutboxEvent.objects.order_by("id").values_list("id", flat=True)
+    )
+    assert all(seen.values()), "a shard of 60 keys got none"
+    assert not (seen[0] & seen[1] or seen[1] & seen[2] or seen[0] & seen[2])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_relays_share_the_shards_fairly_and_take_over_a_dead_ones() -> None:
+    conns = [connect() for _ in range(3)]
+    try:
+        a, b, c = (ShardClaims(conn, 3) for conn in conns)
+        a.join()
+        a.settle()
+        assert a.held == {0, 1, 2}, "a lone relay leads every shard"
+        b.join()
+        assert a.reassess(), "a holds more than its share of two"
+        a.settle()
+        b.settle()
+        assert (len(a.held), len(b.held)) == (2, 1)
+        c.join()
+        assert a.reassess()
+        a.settle()
+        c.settle()
+        assert not b.reassess()
+        assert sorted(len(x.held) for x in (a, b, c)) == [1, 1, 1]
+        assert a.held | b.held | c.held == {0, 1, 2}
+        orphan = set(a.held)
+        conns[0].close()  # a dies: PostgreSQL frees its locks
+        changed = [b.reassess(), c.reassess()]
+        assert changed.count(True) == 1, "exactly one survivor claims the orphan"
+        assert b.held | c.held == {0, 1, 2} and orphan <= b.held | c.held
+        assert not b.held & c.held
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_relay_with_another_shard_count_is_refused_while_relays_run() -> None:
+    first, second = connect(), connect()
+    try:
+        ShardClaims(first, 2).join()
+        with pytest.raises(ShardCountChanged, match="OUTBOX_RELAY_SHARDS is 3, but 1"):
+            ShardClaims(second, 3).join()
+        assert OutboxSharding.objects.get().shards == 2
+        first.close()  # every relay of the old count stopped: the change is safe
+        ShardClaims(second, 3).join()
+        assert OutboxSharding.objects.get().shards == 3
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_relay_outbox_explains_why_it_refuses_another_shard_count(
+    kafka_topics, subprocess_env
+) -> None:
+    running = start_relay_process({**subprocess_env, "OUTBOX_RELAY_SHARDS": "2"})
+    try:
+        wait_until(
+            lambda: "relay is the leader" in process_log(running),
+            timeout=60,
+            what="the two-shard relay leading",
+        )
+        refused = start_relay_process({**subprocess_env, "OUTBOX_RELAY_SHARDS": "3"})
+        assert refused.wait(timeout=60) == 1
+        log = process_log(refused)
+        assert "CommandError: OUTBOX_RELAY_SHARDS is 3" in log
+        assert "Stop every relay_outbox process" in log
+    finally:
+        running.send_signal(signal.SIGTERM)
+        assert running.wait(timeout=30) == 0
+
+
+class Writer:
+    """Inserts rows for `keys` keys in small committed batches until stopped."""
+
+    def __init__(self, topic: str, keys: int) -> None:
+        self.topic, self.keys, self.count = topic, keys, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(0.01):
+                insert_outbox_rows(
+                    100, topic=self.topic, keys=self.keys, start=self.count
+                )
+                self.count += 100
+        finally:
+            connection.close()
+
+    @contextmanager
+    def running(self) -> Iterator[Writer]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(timeout=30)
+
+
+def unsent(topic: str) -> int:
+    return OutboxEvent.objects.filter(topic=topic, parked_at__isnull=True).count()
+
+
+def start_sharded_relay(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    relay = start_relay_process(
+        {**env, "OUTBOX_RELAY_SHARDS": "3"},
+        "--poll-interval",
+        "0.2",
+        "--batch-size",
+        "200",
+    )
+    wait_until(
+        lambda: (
+            "relay is the leader" in process_log(relay)
+            or "hot standby" in process_log(relay)
+        ),
+        timeout=60,
+        what="a relay started",
+    )
+    return relay
+
+
+def stop(relay: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if relay.poll() is None:
+        relay.send_signal(sig)
+    relay.wait(timeout=30)
+
+
+def assert_in_order(topic: str, count: int, keys: int) -> int:
+    """Every row arrived, each key's first arrivals in order; return the duplicates."""
+    messages = read_topic(topic, expected=count, timeout=60)
+    by_key = sequences_by_key(messages)
+    assert len(by_key) == keys
+    seqs = [seq for key_seqs in by_key.values() for seq in key_seqs]
+    assert set(seqs) == set(range(count)), "an event was lost"
+    for key, key_seqs in by_key.items():
+        firsts = first_occurrences(key_seqs)
+        assert firsts == sorted(firsts), f"key {key} out of order"
+    return len(seqs) - count
+
+
+@pytest.mark.django_db(transaction=True)
+def test_three_relays_keep_per_key_order_while_relays_are_killed_and_started(
+    kafka_topics, subprocess_env
+) -> None:
+    topic = make_topic(new_topic_name(kafka_topics.topic_prefix, "shardkill"))
+    relays = [start_sharded_relay(subprocess_env) for _ in range(3)]
+    rng = random.Random(16)
+    try:
+        with Writer(topic, keys=60).running() as writer:
+            for _ in range(5):
+                target = writer.count + 2_000
+                wait_until(lambda t=target: writer.count >= t, what="rows written")
+                victim = relays.pop(rng.randrange(len(relays)))
+                stop(victim, signal.SIGKILL)
+                relays.append(start_sharded_relay(subprocess_env))
+        wait_until(lambda: unsent(topic) == 0, timeout=90, what="everything sent")
+        leaders = sum("relay is the leader of shard" in process_log(r) for r in relays)
+        assert leaders >= 2, "the survivors did not share the shards"
+    finally:
+        for relay in relays:
+            stop(relay)
+    duplicates = assert_in_order(topic, writer.count, keys=60)
+    print(f"{writer.count} rows, 5 relays killed: {duplicates} sent again")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_shards_move_between_relays_without_a_row_sent_twice(
+    kafka_topics, subprocess_env
+) -> None:
+    """Relays join and leave cleanly (SIGTERM) while rows are written: each move of a
+    shard waits for its old leader to record what it sent, so nothing is sent twice."""
+    topic = make_topic(new_topic_name(kafka_topics.topic_prefix, "shardmove"))
+    relays = [start_sharded_relay(subprocess_env)]
+    started = list(relays)
+    try:
+        with Writer(topic, keys=60).running() as writer:
+            for _ in range(6):
+                target = writer.count + 1_500
+                wait_until(lambda t=target: writer.count >= t, what="rows written")
+                if len(relays) < 3:
+                    relays.append(start_sharded_relay(subprocess_env))
+                    started.append(relays[-1])
+                else:
+                    stop(relays.pop(0))
+        wait_until(lambda: unsent(topic) == 0, timeout=90, what="everything sent")
+        released = sum("relay released shard" in process_log(r) for r in started)
+        assert released >= 1, "no shard moved"
+    finally:
+        for relay in relays:
+            stop(relay)
+    assert assert_in_order(topic, writer.count, keys=60) == 0, "a row was sent twice"
