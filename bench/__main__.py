@@ -70,6 +70,7 @@ PLAN = [
     Step("retry", "retry:run", "fresh"),
     Step("before_design", "before_design:run", "fresh"),
     Step("naive_relay", "naive_relay:run", "fresh"),
+    Step("sharded_relay", "sharded_relay:run", "fresh"),
     Step("crash", "crash:run", "fresh"),
 ]
 

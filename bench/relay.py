@@ -13,7 +13,14 @@ import time
 from django.db import connection, transaction
 
 
-def _fill(count: int, topic: str, payload_bytes: int = 1000, keys: int = 1000) -> None:
+def _fill(
+    count: int,
+    topic: str,
+    payload_bytes: int = 1000,
+    keys: int = 1000,
+    *,
+    close: bool = True,
+) -> None:
     # Random hex, so compression does not flatter the numbers.
     repeats = payload_bytes // 32
     with connection.cursor() as cursor:
@@ -42,7 +49,8 @@ def _fill(count: int, topic: str, payload_bytes: int = 1000, keys: int = 1000) -
                     "n": n,
                 },
             )
-    connection.close()
+    if close:
+        connection.close()
 
 
 def _published(topic: str) -> float:

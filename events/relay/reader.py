@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from events.relay.shards import ShardFilter
-from events.relay.window import FETCH_SQL, Row, Window
+from events.relay.window import Row, Window, fetch_sql
 
 NOTIFY_CHANNEL = "events_outbox"
 
@@ -40,6 +40,7 @@ class Reader:
         self._conn = conn
         self.batch_size = batch_size
         self.shards = shards or ShardFilter(1, (0,))
+        self._sql = fetch_sql(self.shards)
         self._fetcher = ThreadPoolExecutor(1, thread_name_prefix="relay-fetch")
         self._prefetch: tuple[Window, Future[Fetched]] | None = None
 
@@ -73,7 +74,7 @@ class Reader:
         """One page of `window`, at most `batch_size` rows, read now."""
         self._drain_notifications()
         result = self._conn.execute(
-            FETCH_SQL, {**window.params(self.batch_size), **self.shards.params()}
+            self._sql, window.params(self.batch_size)
         ).fetchall()
         snapshot: str = result[0][0]
         return [row[1:] for row in result if row[1] is not None], snapshot

@@ -1,20 +1,21 @@
 """Which outbox shards a relay leads: a fair share of S, claimed with advisory locks.
 
 The outbox is divided into S shards (OUTBOX_RELAY_SHARDS) by a hash of the event key,
-computed by PostgreSQL when a relay reads (`SHARD_SQL`), so writers know nothing of
-shards and S is the relays' setting alone. `hashtextextended` is the hash PostgreSQL's
-own hash partitioning places rows with, so it cannot change under pg_upgrade; a key
-always maps to the same shard.
+computed by PostgreSQL when a relay reads (`shard_expression`), so writers know nothing
+of shards and S is the relays' setting alone; with S > 1 the relays keep extended
+statistics on the expression, so the planner knows each shard's share of the rows.
+`hashtextextended` is the hash PostgreSQL's own hash partitioning places rows with, so
+it cannot change under pg_upgrade; a key always maps to the same shard.
 
 Each shard has at most one leader: the relay holding its session advisory lock
 (SHARD_LOCK_CLASS, shard). With S = 1 that lock is the single leader lock of earlier
-versions, so a mixed upgrade still has one leader. Every relay also holds a member
-slot (MEMBER_LOCK_CLASS, slot), and the number of members sets the fair share,
-ceil(S / members): a relay claims free shards up to it and lets go of those above it.
-It lets go only between pipelines (events.relay.outbox_relay), after every batch it
-produced is recorded, so the next leader of a shard starts from rows nobody is
-sending. A dead relay's locks end with its session: the others see the shards free at
-their next check (one poll interval) and claim them.
+versions, so a mixed upgrade still has one leader. Every relay also holds a member slot
+(MEMBER_LOCK_CLASS, slot), and the number of members sets the fair share, ceil(S /
+members): a relay claims free shards up to it and lets go of those above it. It lets go
+only between pipelines (events.relay.outbox_relay), after every batch it produced is
+recorded, so the next leader of a shard starts from rows nobody is sending. A dead
+relay's locks end with its session: the others see the shards free at their next check
+(one poll interval) and claim them.
 
 S is stored (events.models.OutboxSharding). A relay with another S refuses to start
 while a relay of the stored S is alive (`ShardCountChanged`): a key would map to two
@@ -39,8 +40,37 @@ MEMBER_LOCK_CLASS = 7_003
 SHARDING_CHANGE_LOCK = (7_004, 0)
 MAX_MEMBERS = 1_024
 
-# The shard of an outbox row (its `key`), given the shard count.
-SHARD_SQL = "mod(hashtextextended(key, 0) & 9223372036854775807, %(shard_count)s)"
+
+def shard_expression(shard_count: int) -> str:
+    """The shard of an outbox row (of its `key`), as SQL. The count is a literal: the
+    planner uses extended statistics only for the very same expression."""
+    return f"mod(hashtextextended(key, 0) & 9223372036854775807, {int(shard_count)})"
+
+
+def shards_condition(shard_count: int, shards: tuple[int, ...]) -> str:
+    """SQL keeping the rows of `shards`."""
+    listed = ", ".join(str(int(shard)) for shard in shards)
+    return f"{shard_expression(shard_count)} IN ({listed})"
+
+
+def shard_statistics_name(shard_count: int) -> str:
+    return f"outbox_shard_{int(shard_count)}_stats"
+
+
+# What share of the rows each shard holds, for the planner (extended statistics on the
+# expression: nothing to maintain on insert, unlike an index). Without them it guesses
+# a shard holds 0.5 % of the rows, and reads a backlog by sorting all of it on every
+# read instead of walking the pending index in id order up to the batch size.
+SHARD_STATISTICS_SQL = """
+    CREATE STATISTICS IF NOT EXISTS {name} ON ({expression}) FROM events_outboxevent
+"""
+# Another count's statistics: the relays read with this count's expression only.
+STALE_SHARD_STATISTICS_SQL = """
+    SELECT stxname FROM pg_statistic_ext
+    WHERE stxrelid = 'events_outboxevent'::regclass
+        AND stxname LIKE 'outbox\\_shard\\_%%\\_stats' AND stxname <> %s
+"""
+SHARD_STATISTICS_LOCK = (7_004, 1)
 
 ADVISORY_LOCKS_SQL = """
     SELECT classid::int, objid::int, pid = pg_backend_pid()
@@ -71,12 +101,6 @@ class ShardFilter:
     def everything(self) -> bool:
         """Whether these are all the shards (the reader then needs no condition)."""
         return len(self.shards) == self.shard_count
-
-    def params(self) -> dict[str, Any]:
-        """FETCH_SQL's shard parameters: no filter when every shard is led here."""
-        if self.everything:
-            return {"shards": None, "shard_count": 1}
-        return {"shards": list(self.shards), "shard_count": self.shard_count}
 
     def describe(self) -> str:
         """ " of shards 0, 2 of 3" for a log line; nothing when there is one shard."""
@@ -110,6 +134,7 @@ class ShardClaims:
         else:
             raise RuntimeError(f"more than {MAX_MEMBERS} relays on one database")
         self._check_shard_count()
+        self._ensure_shard_statistics()
 
     def filter(self) -> ShardFilter:
         return ShardFilter(self.shard_count, tuple(sorted(self.held)))
@@ -162,6 +187,28 @@ class ShardClaims:
             "SELECT pg_try_advisory_lock(%s, %s)", (lock_class, key)
         ).fetchone()
         return bool(row and row[0])
+
+    def _ensure_shard_statistics(self) -> None:
+        """The planner's statistics for this shard count's expression (none with one
+        shard), gathered now."""
+        keep = shard_statistics_name(self.shard_count) if self.shard_count > 1 else ""
+        self._conn.execute("SELECT pg_advisory_lock(%s, %s)", SHARD_STATISTICS_LOCK)
+        try:
+            for (name,) in self._conn.execute(STALE_SHARD_STATISTICS_SQL, (keep,)):
+                self._conn.execute(f'DROP STATISTICS IF EXISTS "{name}"')
+            if keep:
+                self._conn.execute(
+                    SHARD_STATISTICS_SQL.format(
+                        name=keep, expression=shard_expression(self.shard_count)
+                    )
+                )
+                # A sample of at most 30,000 rows: quick, and a relay starting on a
+                # backlog (after an outage) should not read it with a stale plan.
+                self._conn.execute("ANALYZE events_outboxevent")
+        finally:
+            self._conn.execute(
+                "SELECT pg_advisory_unlock(%s, %s)", SHARD_STATISTICS_LOCK
+            )
 
     def _check_shard_count(self) -> None:
         with self._conn.transaction():

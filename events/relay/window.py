@@ -14,15 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from events.relay.shards import SHARD_SQL
+from events.relay.shards import ShardFilter, shards_condition
 
 # An outbox row as the relay reads it: (id, topic, key, payload, headers as JSON text).
 Row = tuple[int, str, str, str, str]
 
 # The statement's own snapshot comes back with the rows (a LEFT JOIN, so also when
-# there are none); it becomes the window's upper bound. `shards` limits the read to the
-# shards this relay leads (events.relay.shards); NULL when it leads them all.
-FETCH_SQL = """
+# there are none); it becomes the window's upper bound. `{shards}` is empty, or keeps the
+# shards a relay leads (events.relay.shards.shards_condition).
+FETCH_TEMPLATE = """
     SELECT s.snap::text, o.id, o.topic, o.key, o.payload, o.headers::text
     FROM (SELECT pg_current_snapshot() AS snap) AS s
     LEFT JOIN LATERAL (
@@ -31,12 +31,24 @@ FETCH_SQL = """
         WHERE parked_at IS NULL AND id > %(after)s
             AND NOT pg_visible_in_snapshot(xact_id, %(lower)s::pg_snapshot)
             AND (%(upper)s::pg_snapshot IS NULL
-                 OR pg_visible_in_snapshot(xact_id, %(upper)s::pg_snapshot))
-            AND (%(shards)s::int[] IS NULL OR {shard} = ANY(%(shards)s::int[]))
+                 OR pg_visible_in_snapshot(xact_id, %(upper)s::pg_snapshot)){shards}
         ORDER BY id
         LIMIT %(limit)s
     ) AS o ON true
-""".replace("{shard}", SHARD_SQL)
+"""
+FETCH_SQL = FETCH_TEMPLATE.format(shards="")
+
+
+def fetch_sql(shards: ShardFilter) -> str:
+    """The read of the rows of `shards` (of every row, without a condition, when they
+    are all the shards)."""
+    if shards.everything:
+        return FETCH_SQL
+    return FETCH_TEMPLATE.format(
+        shards=" AND " + shards_condition(shards.shard_count, shards.shards)
+    )
+
+
 # A snapshot in which nothing is visible: a window from it holds every pending row.
 EVERYTHING = "1:1:"
 

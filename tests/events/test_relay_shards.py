@@ -18,13 +18,14 @@ from django.db import connection
 from events.models import OutboxEvent, OutboxSharding
 from events.relay.reader import Reader
 from events.relay.shards import (
-    SHARD_SQL,
     ShardClaims,
     ShardCountChanged,
     ShardFilter,
     fair_share,
+    shard_statistics_name,
+    shards_condition,
 )
-from events.relay.window import Window
+from events.relay.window import FETCH_SQL, Window, fetch_sql
 from tests.events.outbox_rows import (
     first_occurrences,
     insert_outbox_rows,
@@ -50,10 +51,10 @@ def test_the_fair_share_covers_every_shard_and_spreads_them() -> None:
             assert fair_share(shards, members) * members >= shards
 
 
-def test_a_filter_of_every_shard_reads_without_a_condition() -> None:
-    assert ShardFilter(1, (0,)).params() == {"shards": None, "shard_count": 1}
-    assert ShardFilter(3, (0, 1, 2)).params()["shards"] is None
-    assert ShardFilter(3, (0, 2)).params() == {"shards": [0, 2], "shard_count": 3}
+def test_a_relay_of_every_shard_reads_without_a_condition() -> None:
+    assert fetch_sql(ShardFilter(1, (0,))) == FETCH_SQL
+    assert fetch_sql(ShardFilter(3, (0, 1, 2))) == FETCH_SQL
+    assert shards_condition(3, (0, 2)) in fetch_sql(ShardFilter(3, (0, 2)))
     assert ShardFilter(1, (0,)).describe() == ""
     assert ShardFilter(3, (0, 2)).describe() == " of shards 0, 2 of 3"
 
@@ -74,19 +75,26 @@ def connect() -> psycopg.Connection[Any]:
 def test_each_shard_reader_reads_only_its_keys_and_together_they_read_everything() -> (
     None
 ):
-    insert_outbox_rows(600, topic="shards", keys=60)
+    insert_outbox_rows(30_000, topic="shards", keys=60)
     seen: dict[int, set[str]] = {}
     ids: list[int] = []
     with connect() as conn:
+        ShardClaims(conn, 3).join()  # makes the statistics, and gathers them
+        # A backlog is read in id order up to the batch, not sorted whole on each read.
+        plan = conn.execute(
+            "EXPLAIN " + fetch_sql(ShardFilter(3, (0, 2))), Window().params(100)
+        ).fetchall()
+        assert any("outbox_pending_idx" in line for (line,) in plan), plan
+        assert not any("Sort" in line for (line,) in plan), plan
         for shard in range(3):
-            reader = Reader(conn, batch_size=1_000, shards=ShardFilter(3, (shard,)))
+            reader = Reader(conn, batch_size=30_000, shards=ShardFilter(3, (shard,)))
             rows, _ = reader.read(Window())
             reader.close()
             seen[shard] = {row[2] for row in rows}
             ids += [row[0] for row in rows]
             expected = conn.execute(
-                f"SELECT DISTINCT key FROM events_outboxevent WHERE {SHARD_SQL} = %(s)s",
-                {"shard_count": 3, "s": shard},
+                "SELECT DISTINCT key FROM events_outboxevent WHERE "
+                + shards_condition(3, (shard,))
             ).fetchall()
             assert seen[shard] == {key for (key,) in expected}
     assert sorted(ids) == list(
@@ -127,6 +135,14 @@ def test_relays_share_the_shards_fairly_and_take_over_a_dead_ones() -> None:
             conn.close()
 
 
+def shard_statistics() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT stxname FROM pg_statistic_ext WHERE stxname LIKE 'outbox_shard_%%'"
+        )
+        return [name for (name,) in cursor.fetchall()]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_relay_with_another_shard_count_is_refused_while_relays_run() -> None:
     first, second = connect(), connect()
@@ -135,9 +151,11 @@ def test_a_relay_with_another_shard_count_is_refused_while_relays_run() -> None:
         with pytest.raises(ShardCountChanged, match="OUTBOX_RELAY_SHARDS is 3, but 1"):
             ShardClaims(second, 3).join()
         assert OutboxSharding.objects.get().shards == 2
+        assert shard_statistics() == [shard_statistics_name(2)]
         first.close()  # every relay of the old count stopped: the change is safe
         ShardClaims(second, 3).join()
         assert OutboxSharding.objects.get().shards == 3
+        assert shard_statistics() == [shard_statistics_name(3)]
     finally:
         first.close()
         second.close()
