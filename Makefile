@@ -1,5 +1,5 @@
 # The two commands: `make run` (the whole system) and `make test` (the whole suite).
-.PHONY: install services stop migrate run dev test lint format bench chaos chaos-short
+.PHONY: install services stop migrate run dev test lint format bench chaos chaos-sharded chaos-short
 
 VENV := .venv/bin
 
@@ -54,6 +54,10 @@ bench: migrate
 CHAOS_ARGS ?= --nodes 3 --flows 26000 --faults 100
 chaos: services
 	$(VENV)/python -m bench.chaos $(CHAOS_ARGS)
+
+# The same faults against three relays sharing three outbox shards (OUTBOX_RELAY_SHARDS).
+chaos-sharded: services
+	$(VENV)/python -m bench.chaos $(CHAOS_ARGS) --relays 3 --shards 3 --out bench/results/chaos-sharded.json
 
 # The short run that the test suite also makes (single node, about 2,000 events).
 chaos-short: services

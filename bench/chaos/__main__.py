@@ -1,4 +1,4 @@
-"""`python -m bench.chaos [--flows N] [--faults N] [--nodes 1|3] [--seed S]`.
+"""`python -m bench.chaos [--flows N] [--faults N] [--nodes 1|3] [--relays N] [--shards S]`.
 
 Exits 1 when the checker found anything lost, doubled, reordered, stuck, or a dead
 letter that was not injected; the figures are in bench/results/chaos.json either way.
@@ -24,6 +24,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clients", type=int, default=defaults.clients)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--nodes", type=int, choices=(1, 3), default=defaults.nodes)
+    parser.add_argument("--relays", type=int, default=defaults.relays)
+    parser.add_argument(
+        "--shards", type=int, default=defaults.shards, help="OUTBOX_RELAY_SHARDS"
+    )
     parser.add_argument("--out", type=Path, default=defaults.out)
     parser.add_argument(
         "--kinds",
@@ -44,6 +48,8 @@ def main(argv: list[str]) -> int:
             clients=args.clients,
             seed=args.seed,
             nodes=args.nodes,
+            relays=args.relays,
+            shards=args.shards,
             out=args.out,
             keep_database=args.keep_database,
             kinds=tuple(k for k in args.kinds.split(",") if k),

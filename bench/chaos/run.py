@@ -29,6 +29,9 @@ class ChaosConfig:
     clients: int = 12
     seed: int = 1
     nodes: int = 1
+    # relay_outbox processes, and the outbox shards they share (OUTBOX_RELAY_SHARDS).
+    relays: int = 2
+    shards: int = 1
     settle_timeout: float = 300.0
     out: Path = ROOT / "bench" / "results" / "chaos.json"
     keep_database: bool = False
@@ -64,6 +67,7 @@ def run(config: ChaosConfig) -> dict[str, Any]:
         env=dict(os.environ),
         logs=ROOT / ".local" / "chaos" / config.label,
         web_port=8765,
+        relay_count=config.relays,
     )
     driver = Driver(stack.url, tokens, seats, seed=config.seed)
     injector = Injector(
@@ -99,6 +103,8 @@ def run(config: ChaosConfig) -> dict[str, Any]:
     result.update(
         seed=config.seed,
         kafka_nodes=config.nodes,
+        relays=config.relays,
+        shards=config.shards,
         duration_s=round(time.time() - began, 1),
         settled=settled,
         drained_s_after_load=round(settled_after, 1),
@@ -161,6 +167,7 @@ def _environment(
         "KAFKA_REPLICATION_FACTOR": "3" if config.nodes >= 3 else "1",
         # The checker reads commit order and handling order from the delivery log.
         "OUTBOX_DELIVERY_LOG": "true",
+        "OUTBOX_RELAY_SHARDS": str(config.shards),
         "API_WRITE_THROTTLE_RATE": "1000000/min",
         "RESERVATION_HOLD_SECONDS": "86400",
         "GUNICORN_WORKERS": "2",

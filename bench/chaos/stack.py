@@ -1,5 +1,6 @@
-"""The system under test: gunicorn, two relays, `run_consumers --concurrency 2`, and
-the Kafka node(s) and PostgreSQL they use, with the handles the fault injector needs.
+"""The system under test: gunicorn, relays (two by default), `run_consumers --concurrency
+2`, and the Kafka node(s) and PostgreSQL they use, with the handles the fault injector
+needs.
 
 Relays are restarted by the stack after they die, as systemd or Kubernetes would; the
 consumers' own supervisor restarts their children; gunicorn's master its workers.
@@ -105,6 +106,7 @@ class Stack:
     env: dict[str, str]
     logs: Path
     web_port: int
+    relay_count: int = 2
     relays: list[subprocess.Popen[bytes]] = field(default_factory=list)
     consumers: subprocess.Popen[bytes] | None = None
     web: subprocess.Popen[bytes] | None = None
@@ -126,7 +128,7 @@ class Stack:
         )
         # Small batches: more batches in flight, so a kill lands between a broker's
         # acknowledgement and the row's delete more often.
-        self.relays = [self._relay(n) for n in range(2)]
+        self.relays = [self._relay(n) for n in range(self.relay_count)]
         self.consumers = self._spawn(
             "consumers", self._manage("run_consumers", "--concurrency", "2")
         )
