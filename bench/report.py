@@ -426,6 +426,12 @@ def _legs_rows(results: dict) -> list[list[Any]]:
     return rows
 
 
+def write_path_sections(results: dict) -> list[str]:
+    from bench.report_write_path import sharded_section
+
+    return sharded_section(results)
+
+
 def write_report(results: dict, directory: Path = BENCH) -> Path:
     """Write REPORT.md and its plots (results/*.png) in `directory` from `results`."""
 
@@ -589,6 +595,7 @@ def write_report(results: dict, directory: Path = BENCH) -> Path:
         "",
         _img(plots["retry"]),
         "",
+        *write_path_sections(results),
         "## Analysis",
         "",
     ]

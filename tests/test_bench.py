@@ -27,6 +27,7 @@ KEYS = [
     "kafka_e2e_latency_ms",
     "relay_drain_events_per_s",
     "relay_drain_events_per_s_fresh",
+    "relay_drain_events_per_s_sharded_3",
     "consumer_events_per_s",
     "consumer_events_per_s_fresh",
     "consumer_events_per_s_concurrency_2",
@@ -126,6 +127,7 @@ def test_the_short_run_writes_the_report_and_its_plots(short_run) -> None:
     result, out = short_run
     report = (out / "REPORT.md").read_text()
     assert "## Ratios to Kafka's own tools" in report
+    assert "## Sharded relays" in report
     for plot in (
         "latency_by_rate",
         "throughput",
