@@ -61,4 +61,4 @@ chaos-sharded: services
 
 # The short run that the test suite also makes (single node, about 2,000 events).
 chaos-short: services
-	$(VENV)/python -m bench.chaos --flows 500 --faults 10 --out .local/chaos-short.json
+	$(VENV)/python -m bench.chaos --flows 500 --faults 10 --relays 2 --shards 2 --out .local/chaos-short.json

@@ -40,7 +40,9 @@ def test_a_short_chaos_run_loses_doubles_and_reorders_nothing(
     env.pop("DJANGO_SETTINGS_MODULE", None)
     run = subprocess.run(
         [sys.executable, "-m", "bench.chaos", "--flows", "500", "--faults", "10"]
-        + ["--seed", "7", "--out", str(out)],
+        # Two relays on two shards: the kills move shards (the long `make chaos` runs
+        # one shard, a leader and a standby).
+        + ["--relays", "2", "--shards", "2", "--seed", "7", "--out", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -52,6 +54,7 @@ def test_a_short_chaos_run_loses_doubles_and_reorders_nothing(
     summary = {k: v for k, v in result.items() if k != "fault_log"}
 
     assert result["events"] >= 2_000, summary
+    assert result["shards"] == 2, summary
     assert sum(result["faults"].values()) == 10, summary
     assert set(result["faults"]) == set(KINDS), summary
     assert result["lost"] == 0, summary
