@@ -1,0 +1,127 @@
+"""`manage.py cdc_connector register|status|delete`: the CDC relay's Debezium connector.
+
+`register` creates the outbox publication and this database's replication slot if
+missing, Debezium's heartbeat topic, and PUTs the connector's configuration (built from
+the settings, events.cdc.connector) to Kafka Connect: idempotent, so `make run
+RELAY=cdc` runs it on every start. `status` prints the connector's and the slot's
+state (exit 1 unless the connector and its task run). `delete` removes the connector;
+with `--drop-slot` also the slot, which otherwise keeps retaining WAL.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
+
+from events.cdc import database
+from events.cdc.connector import connector_config, connector_name, heartbeat_topic
+from events.cdc.rest import ConnectClient, ConnectError
+from events.core.conf import pipeline_settings
+from events.core.kafka import KafkaException
+from events.core.topics import create_topics
+
+
+def is_running(status: dict[str, Any] | None) -> bool:
+    """Whether the connector and every task of it are RUNNING (and it has a task)."""
+    if not status or status["connector"]["state"] != "RUNNING":
+        return False
+    tasks = status.get("tasks", [])
+    return bool(tasks) and all(task["state"] == "RUNNING" for task in tasks)
+
+
+class Command(BaseCommand):
+    help = "Register, inspect or delete the Debezium connector of the CDC relay."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("action", choices=["register", "status", "delete"])
+        parser.add_argument(
+            "--wait",
+            type=float,
+            default=0.0,
+            help="register: wait up to this many seconds for the task to run.",
+        )
+        parser.add_argument(
+            "--drop-slot",
+            action="store_true",
+            help="delete: also drop the replication slot (else it retains WAL).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        conf = pipeline_settings()
+        client = ConnectClient(conf.cdc_connect_url)
+        name = connector_name(connection.settings_dict["NAME"])
+        try:
+            if options["action"] == "register":
+                self.register(client, name, wait=options["wait"])
+            elif options["action"] == "status":
+                self.status(client, name)
+            else:
+                self.delete(client, name, drop_slot=options["drop_slot"])
+        except ConnectError as error:
+            raise CommandError(str(error)) from None
+
+    def register(self, client: ConnectClient, name: str, *, wait: float) -> None:
+        conf = pipeline_settings()
+        if not conf.cdc:
+            raise CommandError(
+                "OUTBOX_RELAY is 'polling': relay_outbox sends the outbox. Set "
+                "OUTBOX_RELAY=cdc (and stop relay_outbox) before registering Debezium, "
+                "or every event would be sent twice"
+            )
+        if database.ensure_publication():
+            self.stdout.write(f"created publication {database.PUBLICATION}")
+        if database.ensure_slot():
+            self.stdout.write(f"created replication slot {database.slot_name()}")
+        try:
+            create_topics([heartbeat_topic(connection.settings_dict["NAME"])])
+        except KafkaException as error:
+            raise CommandError(
+                f"cannot create the heartbeat topic on {conf.bootstrap_servers}: {error}"
+            ) from error
+        client.put_config(name, connector_config(conf, connection.settings_dict))
+        self.stdout.write(f"registered connector {name} at {client.url}")
+        if wait <= 0:
+            return
+        deadline = time.monotonic() + wait
+        while not is_running(status := client.status(name)):
+            if status and any(t["state"] == "FAILED" for t in status.get("tasks", [])):
+                raise CommandError(f"connector {name} failed: {json.dumps(status)}")
+            if time.monotonic() > deadline:
+                raise CommandError(
+                    f"connector {name} not running after {wait:.0f} s: "
+                    f"{json.dumps(status)}"
+                )
+            time.sleep(0.2)
+        self.stdout.write(self.style.SUCCESS(f"connector {name} is running"))
+
+    def status(self, client: ConnectClient, name: str) -> None:
+        status = client.status(name)
+        slot = database.slot_state()
+        self.stdout.write(
+            json.dumps(
+                {
+                    "connector": status,
+                    "slot": {"name": database.slot_name(), **(slot or {})},
+                },
+                indent=2,
+            )
+        )
+        if not is_running(status):
+            raise CommandError(f"connector {name} is not running")
+
+    def delete(self, client: ConnectClient, name: str, *, drop_slot: bool) -> None:
+        if client.delete(name):
+            self.stdout.write(f"deleted connector {name}")
+        else:
+            self.stdout.write(f"no connector {name}")
+        if drop_slot:
+            try:
+                dropped = database.drop_slot()
+            except RuntimeError as error:
+                raise CommandError(str(error)) from None
+            state = "dropped" if dropped else "no"
+            self.stdout.write(f"{state} replication slot {database.slot_name()}")
