@@ -24,6 +24,11 @@ class ConnectClient:
         self.url = url.rstrip("/")
         self.timeout = timeout
 
+    def version(self) -> str:
+        """Return the worker's Kafka version: a cheap check that Connect answers."""
+        result = self._call("GET", "/")
+        return str(result.get("version", "?")) if isinstance(result, dict) else "?"
+
     def put_config(self, name: str, config: dict[str, str]) -> dict[str, Any]:
         """Create or update connector `name` (idempotent: PUT /connectors/NAME/config)."""
         result = self._call("PUT", f"/connectors/{name}/config", config)

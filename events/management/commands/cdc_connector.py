@@ -72,6 +72,8 @@ class Command(BaseCommand):
                 "OUTBOX_RELAY=cdc (and stop relay_outbox) before registering Debezium, "
                 "or every event would be sent twice"
             )
+        # Before creating the slot: a slot that no connector will read retains WAL.
+        client.version()
         if database.ensure_publication():
             self.stdout.write(f"created publication {database.PUBLICATION}")
         if database.ensure_slot():
