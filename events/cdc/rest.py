@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -44,6 +45,33 @@ class ConnectClient:
     def delete(self, name: str) -> bool:
         """Delete the connector (its offsets stay in Connect's topic); False if absent."""
         return self._call("DELETE", f"/connectors/{name}", missing_ok=True) is not None
+
+    def create_stopped(self, name: str, config: dict[str, str]) -> None:
+        """Create connector `name` in the STOPPED state (KIP-980): no task runs yet."""
+        body = {"name": name, "config": config, "initial_state": "STOPPED"}
+        self._call("POST", "/connectors", body)
+
+    def stop(self, name: str) -> None:
+        """Stop the connector and its tasks, keeping its config (KIP-875)."""
+        self._call("PUT", f"/connectors/{name}/stop")
+
+    def resume(self, name: str) -> None:
+        self._call("PUT", f"/connectors/{name}/resume")
+
+    def reset_offsets(self, name: str, *, timeout: float = 30.0) -> None:
+        """Forget the stopped connector's source offsets (KIP-875).
+
+        Refused (400/409) until the stop has reached every task: retried meanwhile.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._call("DELETE", f"/connectors/{name}/offsets")
+                return
+            except ConnectError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def restart(self, name: str) -> None:
         """Restart the connector and its failed tasks (after fixing what failed them)."""

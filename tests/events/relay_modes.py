@@ -77,8 +77,8 @@ class CdcRelay:
 
     def start(self) -> None:
         connect_ctl("start")
+        self.started = True  # whatever register got to, stop() cleans it up
         call_command("cdc_connector", "register", "--wait", "90")
-        self.started = True
 
     def crash(self) -> None:
         """kill -9 the Connect worker, start it again, wait for the task to run."""

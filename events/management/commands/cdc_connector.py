@@ -76,7 +76,8 @@ class Command(BaseCommand):
         client.version()
         if database.ensure_publication():
             self.stdout.write(f"created publication {database.PUBLICATION}")
-        if database.ensure_slot():
+        slot_created = database.ensure_slot()
+        if slot_created:
             self.stdout.write(f"created replication slot {database.slot_name()}")
         try:
             create_topics([heartbeat_topic(connection.settings_dict["NAME"])])
@@ -84,7 +85,19 @@ class Command(BaseCommand):
             raise CommandError(
                 f"cannot create the heartbeat topic on {conf.bootstrap_servers}: {error}"
             ) from error
-        client.put_config(name, connector_config(conf, connection.settings_dict))
+        config = connector_config(conf, connection.settings_dict)
+        if slot_created:
+            # Offsets kept from an earlier slot point at WAL the new slot does not
+            # have (Debezium refuses them): start this slot's connector afresh.
+            if client.status(name) is None:
+                client.create_stopped(name, config)
+            else:
+                client.stop(name)
+            client.reset_offsets(name)
+            client.put_config(name, config)
+            client.resume(name)
+        else:
+            client.put_config(name, config)
         self.stdout.write(f"registered connector {name} at {client.url}")
         if wait <= 0:
             return
@@ -116,6 +129,10 @@ class Command(BaseCommand):
             raise CommandError(f"connector {name} is not running")
 
     def delete(self, client: ConnectClient, name: str, *, drop_slot: bool) -> None:
+        if drop_slot and client.status(name) is not None:
+            # Its offsets name the slot's WAL: without the slot they mean nothing.
+            client.stop(name)
+            client.reset_offsets(name)
         if client.delete(name):
             self.stdout.write(f"deleted connector {name}")
         else:
