@@ -97,7 +97,9 @@ class CdcRelay:
         from events.management.commands.cdc_connector import is_running
 
         client = ConnectClient(pipeline_settings().cdc_connect_url)
-        return is_running(client.status(connector_name(connection.settings_dict["NAME"])))
+        return is_running(
+            client.status(connector_name(connection.settings_dict["NAME"]))
+        )
 
     def stop(self) -> None:
         """Delete the connector and drop the slot (an abandoned slot keeps the WAL)."""

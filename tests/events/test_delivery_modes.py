@@ -215,7 +215,10 @@ def test_a_crash_mid_stream_loses_nothing_and_the_inbox_absorbs_the_duplicates(
         wait_until(lambda: absorbed() == duplicates, what="the duplicates counted")
     # One effect per event, however many times it was sent.
     assert Notification.objects.filter(user=user).count() == total
-    assert InboxEntry.objects.filter(topic=topic).values("event_id").distinct().count() == total
+    assert (
+        InboxEntry.objects.filter(topic=topic).values("event_id").distinct().count()
+        == total
+    )
     print(
         f"{relay.mode}: kill -9 after {at_kill} published, back after {at_restart}"
         f" ({getattr(relay, 'restart_seconds', None)} s to running); {duplicates}"
