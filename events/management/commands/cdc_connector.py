@@ -1,16 +1,20 @@
-"""`manage.py cdc_connector register|status|delete`: the CDC relay's Debezium connector.
+"""`manage.py cdc_connector register|watch|status|delete`: the CDC relay's connector.
 
 `register` creates the outbox publication and this database's replication slot if
 missing, Debezium's heartbeat topic, and PUTs the connector's configuration (built from
 the settings, events.cdc.connector) to Kafka Connect: idempotent, so `make run
 RELAY=cdc` runs it on every start. `status` prints the connector's and the slot's
 state (exit 1 unless the connector and its task run). `delete` removes the connector;
-with `--drop-slot` also the slot, which otherwise keeps retaining WAL.
+with `--drop-slot` also the slot, which otherwise keeps retaining WAL. `watch` (the
+`make run RELAY=cdc` process) waits for Connect, registers, then logs every change of
+the connector's state until SIGTERM.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 from typing import Any
 
@@ -23,6 +27,10 @@ from events.cdc.rest import ConnectClient, ConnectError
 from events.core.conf import pipeline_settings
 from events.core.kafka import KafkaException
 from events.core.topics import create_topics
+from events.management.process import stop_on_signals
+from events.models import OutboxEvent
+
+logger = logging.getLogger("events.cdc")
 
 
 def is_running(status: dict[str, Any] | None) -> bool:
@@ -33,16 +41,30 @@ def is_running(status: dict[str, Any] | None) -> bool:
     return bool(tasks) and all(task["state"] == "RUNNING" for task in tasks)
 
 
+def summary(status: dict[str, Any] | None) -> dict[str, Any]:
+    """The connector's and its tasks' states, with a failed task's first trace line."""
+    if status is None:
+        return {"connector": "MISSING"}
+    tasks = [
+        {
+            "state": t["state"],
+            **({"error": t["trace"].splitlines()[0]} if t.get("trace") else {}),
+        }
+        for t in status.get("tasks", [])
+    ]
+    return {"connector": status["connector"]["state"], "tasks": tasks}
+
+
 class Command(BaseCommand):
     help = "Register, inspect or delete the Debezium connector of the CDC relay."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("action", choices=["register", "status", "delete"])
+        parser.add_argument("action", choices=["register", "watch", "status", "delete"])
         parser.add_argument(
             "--wait",
             type=float,
             default=0.0,
-            help="register: wait up to this many seconds for the task to run.",
+            help="register, watch: wait up to this many seconds for the task to run.",
         )
         parser.add_argument(
             "--drop-slot",
@@ -57,6 +79,8 @@ class Command(BaseCommand):
         try:
             if options["action"] == "register":
                 self.register(client, name, wait=options["wait"])
+            elif options["action"] == "watch":
+                self.watch(client, name, wait=options["wait"] or 180.0)
             elif options["action"] == "status":
                 self.status(client, name)
             else:
@@ -74,6 +98,13 @@ class Command(BaseCommand):
             )
         # Before creating the slot: a slot that no connector will read retains WAL.
         client.version()
+        pending = OutboxEvent.objects.filter(parked_at__isnull=True).count()
+        if pending:
+            raise CommandError(
+                f"the outbox holds {pending} unsent rows, which Debezium would never "
+                "see (it captures new inserts only): drain them with relay_outbox "
+                "(OUTBOX_RELAY=polling) first"
+            )
         if database.ensure_publication():
             self.stdout.write(f"created publication {database.PUBLICATION}")
         slot_created = database.ensure_slot()
@@ -112,6 +143,34 @@ class Command(BaseCommand):
                 )
             time.sleep(0.2)
         self.stdout.write(self.style.SUCCESS(f"connector {name} is running"))
+
+    def watch(self, client: ConnectClient, name: str, *, wait: float) -> None:
+        """Register once Connect answers, then log the connector's state changes."""
+        stopping = threading.Event()
+        stop_on_signals(stopping.set, log=logger, doing="stopping the watch")
+        deadline = time.monotonic() + wait
+        while not stopping.is_set():
+            try:
+                client.version()
+                break
+            except ConnectError as error:
+                if time.monotonic() > deadline:
+                    raise
+                logger.info("waiting for Kafka Connect: %s", error)
+                stopping.wait(2.0)
+        if stopping.is_set():
+            return
+        self.register(client, name, wait=wait)
+        last = ""
+        while not stopping.wait(5.0):
+            try:
+                state = json.dumps(summary(client.status(name)))
+            except ConnectError as error:
+                state = str(error)
+            if state != last:
+                level = logging.INFO if '"RUNNING"' in state else logging.WARNING
+                logger.log(level, "connector %s: %s", name, state)
+                last = state
 
     def status(self, client: ConnectClient, name: str) -> None:
         status = client.status(name)
