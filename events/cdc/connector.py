@@ -90,6 +90,13 @@ def connector_config(
         # publish() parks what would exceed this; a record Kafka refuses fails the task.
         "producer.override.max.request.size": str(conf.max_message_bytes),
         "errors.tolerance": "none",
+        **transforms(table_topic),
+    }
+
+
+def transforms(table_topic: str) -> dict[str, str]:
+    """The router, then the header spreading, then dropping the router's `id` header."""
+    return {
         "transforms": "outbox,headers,dropId",
         "transforms.outbox.type": "io.debezium.transforms.outbox.EventRouter",
         "transforms.outbox.predicate": "outboxTable",
