@@ -89,6 +89,12 @@ def topic_size(topic: str) -> int:
         consumer.close()
 
 
+def messages_of(topic: str, expected: int) -> list[Message]:
+    """Every message of `topic`, each partition in offset order."""
+    messages = read_topic(topic, expected=expected, timeout=60)
+    return sorted(messages, key=lambda m: (m.partition(), m.offset()))
+
+
 def headers_of(message: Message) -> dict[str, str]:
     found = [(k, v.decode()) for k, v in message.headers() or []]
     assert len(found) == len({k for k, _ in found}), f"repeated headers: {found}"
@@ -199,7 +205,7 @@ def test_a_crash_mid_stream_loses_nothing_and_the_inbox_absorbs_the_duplicates(
         assert not errors, errors
 
         def all_arrived() -> list[str] | None:
-            got = [header(m, "event_id") for m in read_topic(topic, expected=total)]
+            got = [header(m, "event_id") for m in messages_of(topic, total)]
             return got if set(got) >= set(published) else None
 
         # Duplicates count towards the topic's size: read until every event is there.
@@ -210,6 +216,17 @@ def test_a_crash_mid_stream_loses_nothing_and_the_inbox_absorbs_the_duplicates(
             what="every published event on the topic",
         )
         assert set(ids) == set(published)  # every event arrived, nothing else
+        # One writer, so publish order is commit order: each key's first copies
+        # arrived in it, across the crash.
+        order = {event_id: n for n, event_id in enumerate(published)}
+        firsts: dict[str, list[int]] = defaultdict(list)
+        seen: set[str] = set()
+        for message in messages_of(topic, total):
+            event_id = header(message, "event_id")
+            if event_id not in seen:
+                seen.add(event_id)
+                firsts[message.key().decode()].append(order[event_id])
+        assert all(seqs == sorted(seqs) for seqs in firsts.values())
         duplicates = len(ids) - len(set(ids))
         wait_until(
             lambda: InboxEntry.objects.filter(topic=topic).count() == total,
@@ -271,3 +288,70 @@ def test_an_oversized_event_is_parked_with_its_reason_and_those_behind_it_arrive
         assert "OUTBOX_MAX_MESSAGE_BYTES=16384" in parked.last_error
     else:
         assert "TOO_LARGE" in parked.last_error
+
+
+@pytest.mark.cdc
+def test_cdc_a_record_the_topic_refuses_fails_the_task_and_is_sent_after_the_fix(
+    fresh_topics: PipelineSettings, settings: Any
+) -> None:
+    """A topic whose limit is below OUTBOX_MAX_MESSAGE_BYTES: the task stops, nothing
+    is lost, the connector's status says why; raise the limit, restart, it arrives."""
+    from confluent_kafka.admin import (
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+    )
+
+    from events.cdc.connector import connector_name
+    from events.cdc.rest import ConnectClient
+    from events.core.kafka import build_admin
+
+    settings.OUTBOX_RELAY = "cdc"
+    settings.KAFKA_TOPIC_PREFIX = f"{fresh_topics.topic_prefix}narrow-"
+    topic = make_topic(
+        pipeline_settings().topic("reservation"), **{"max.message.bytes": "16384"}
+    )
+    relay = CdcRelay()
+    client = ConnectClient(pipeline_settings().cdc_connect_url)
+    name = connector_name(connection.settings_dict["NAME"])
+    try:
+        relay.start()
+        with transaction.atomic():
+            big = publish(created(1, key=1, pad=secrets.token_hex(20_000)))
+        with transaction.atomic():
+            small = publish(created(2, key=1))
+        failed = wait_until(
+            lambda: next(
+                (t for t in client.status(name)["tasks"] if t["state"] == "FAILED"),
+                None,
+            ),
+            timeout=60,
+            what="the task to fail",
+        )
+        assert "RecordTooLargeException" in failed["trace"]
+        # What the producer had in flight behind the refused record may have been
+        # written (here: the small event, ahead of the big one of its key).
+        before_fix = [header(m, "event_id") for m in messages_of(topic, 0)]
+        assert str(big.event_id) not in before_fix
+
+        resource = ConfigResource(
+            ConfigResource.Type.TOPIC,
+            topic,
+            incremental_configs=[
+                ConfigEntry(
+                    "max.message.bytes",
+                    "1048588",
+                    incremental_operation=AlterConfigOpType.SET,
+                )
+            ],
+        )
+        admin = build_admin()  # must outlive its future
+        admin.incremental_alter_configs([resource])[resource].result(30)
+        client.restart(name)
+        # Sent again from the last committed offset: the big one, then the small one.
+        messages = messages_of(topic, len(before_fix) + 2)
+        after_fix = [header(m, "event_id") for m in messages][len(before_fix) :]
+        assert after_fix == [str(big.event_id), str(small.event_id)]
+        print(f"cdc: before the fix {len(before_fix)} sent past the refused record")
+    finally:
+        relay.stop()
