@@ -1,11 +1,13 @@
-"""`manage.py cdc_connector register|watch|status|delete`: the CDC relay's connector.
+"""`manage.py cdc_connector register|watch|status|restart|delete`: the CDC connector.
 
 `register` creates the outbox publication and this database's replication slot if
 missing, Debezium's heartbeat topic, and PUTs the connector's configuration (built from
 the settings, events.cdc.connector) to Kafka Connect: idempotent, so `make run
 RELAY=cdc` runs it on every start. `status` prints the connector's and the slot's
 state (exit 1 unless the connector and its task run). `delete` removes the connector;
-with `--drop-slot` also the slot, which otherwise keeps retaining WAL. `watch` (the
+with `--drop-slot` also the slot, which otherwise keeps retaining WAL. `restart`
+restarts failed tasks (after fixing what failed them; they resume from the last
+committed offset, so nothing is lost). `watch` (the
 `make run RELAY=cdc` process) waits for Connect, registers, then logs every change of
 the connector's state until SIGTERM.
 """
@@ -83,6 +85,9 @@ class Command(BaseCommand):
                 self.watch(client, name, wait=options["wait"] or 180.0)
             elif options["action"] == "status":
                 self.status(client, name)
+            elif options["action"] == "restart":
+                client.restart(name)
+                self.stdout.write(f"restarted the failed tasks of {name}")
             else:
                 self.delete(client, name, drop_slot=options["drop_slot"])
         except ConnectError as error:
