@@ -16,7 +16,8 @@ each into the record the polling relay would send:
 
 The router applies only to the outbox table's change events (a TopicNameMatches
 predicate), not to Debezium's heartbeats; the two after it run on every record (a
-predicate would see the routed topic), and leave a heartbeat as it is.
+predicate would see the routed topic), and leave a heartbeat as it is. The heartbeat
+query's logical decoding messages are dropped before all of them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ CARRIER_HEADER = "__outbox_headers"
 # How often Debezium confirms progress while the outbox is idle (with lsn.flush.mode
 # below), so the slot does not retain the WAL that others write meanwhile.
 HEARTBEAT_INTERVAL_MS = 10_000
+# The prefix of the logical decoding message each heartbeat writes (see below).
+HEARTBEAT_MESSAGE = "outbox-heartbeat"
 
 
 def connector_name(database: str) -> str:
@@ -78,26 +81,33 @@ def connector_config(
         "tombstones.on.delete": "false",
         # No __debezium.context.* headers: the consumers get the polling relay's headers.
         "extended.headers.enabled": "false",
-        "heartbeat.interval.ms": str(HEARTBEAT_INTERVAL_MS),
         # The WAL is the cluster's: while this database's outbox is idle, others' writes
         # would pile up behind the slot (hundreds of MB in minutes beside the test
-        # suite). With the driver's keepalive flush the slot follows the server's WAL
-        # whenever nothing captured is waiting to be confirmed.
-        "lsn.flush.mode": "connector_and_driver",
+        # suite). Each heartbeat writes a logical decoding message into this database's
+        # stream; its record (dropped by the first transformation) carries the offset
+        # forward, and Debezium confirms that position to the slot. (The driver's own
+        # keepalive flush, lsn.flush.mode=connector_and_driver, moved the slot but not
+        # Connect's offsets: a restarted task then found its offset gone and failed.)
+        "heartbeat.interval.ms": str(HEARTBEAT_INTERVAL_MS),
+        "heartbeat.action.query": (
+            f"SELECT pg_logical_emit_message(false, '{HEARTBEAT_MESSAGE}', '')"
+        ),
         "key.converter": "org.apache.kafka.connect.storage.StringConverter",
         "value.converter": "org.apache.kafka.connect.storage.StringConverter",
         "header.converter": "org.apache.kafka.connect.storage.StringConverter",
         # publish() parks what would exceed this; a record Kafka refuses fails the task.
         "producer.override.max.request.size": str(conf.max_message_bytes),
         "errors.tolerance": "none",
-        **transforms(table_topic),
+        **transforms(table_topic, f"{prefix}.message"),
     }
 
 
-def transforms(table_topic: str) -> dict[str, str]:
-    """The router, then the header spreading, then dropping the router's `id` header."""
+def transforms(table_topic: str, message_topic: str) -> dict[str, str]:
+    """Drop the heartbeat messages, route the outbox rows, spread and drop headers."""
     return {
-        "transforms": "outbox,headers,dropId",
+        "transforms": "heartbeats,outbox,headers,dropId",
+        "transforms.heartbeats.type": "org.apache.kafka.connect.transforms.Filter",
+        "transforms.heartbeats.predicate": "heartbeatMessage",
         "transforms.outbox.type": "io.debezium.transforms.outbox.EventRouter",
         "transforms.outbox.predicate": "outboxTable",
         "transforms.outbox.table.field.event.id": "event_id",
@@ -113,7 +123,11 @@ def transforms(table_topic: str) -> dict[str, str]:
         "transforms.headers.header": CARRIER_HEADER,
         "transforms.dropId.type": "org.apache.kafka.connect.transforms.DropHeaders",
         "transforms.dropId.headers": "id",
-        "predicates": "outboxTable",
+        "predicates": "outboxTable,heartbeatMessage",
+        "predicates.heartbeatMessage.type": (
+            "org.apache.kafka.connect.transforms.predicates.TopicNameMatches"
+        ),
+        "predicates.heartbeatMessage.pattern": re.escape(message_topic),
         "predicates.outboxTable.type": (
             "org.apache.kafka.connect.transforms.predicates.TopicNameMatches"
         ),

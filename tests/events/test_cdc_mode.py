@@ -129,7 +129,7 @@ def test_the_connector_maps_the_outbox_columns_as_the_polling_relay_sends_them(
     for converter in ("key", "value", "header"):
         assert config[f"{converter}.converter"].endswith("StringConverter")
     assert config["producer.override.max.request.size"] == "500000"
-    assert config["transforms"] == "outbox,headers,dropId"
+    assert config["transforms"] == "heartbeats,outbox,headers,dropId"
 
 
 def test_register_says_when_connect_is_unreachable_and_creates_no_slot(
