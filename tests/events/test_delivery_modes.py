@@ -355,3 +355,41 @@ def test_cdc_a_record_the_topic_refuses_fails_the_task_and_is_sent_after_the_fix
         print(f"cdc: before the fix {len(before_fix)} sent past the refused record")
     finally:
         relay.stop()
+
+
+@pytest.mark.cdc
+def test_cdc_an_idle_outbox_lets_the_slot_move_on_and_survives_a_restart(
+    fresh_topics: PipelineSettings, settings: Any
+) -> None:
+    """While the outbox is idle, other writes must not pile up behind the slot, and a
+    restarted worker must find its offset still in the slot (heartbeat messages)."""
+    from events.cdc import database
+
+    settings.OUTBOX_RELAY = "cdc"
+    relay = CdcRelay()
+    try:
+        relay.start()
+        make_user()  # WAL that is not the outbox's
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_current_wal_lsn()::text")
+            written = cursor.fetchone()[0]
+
+        def confirmed_past_it() -> bool:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots"
+                    " WHERE slot_name = %s",
+                    [written, database.slot_name()],
+                )
+                return bool(cursor.fetchone()[0])
+
+        wait_until(confirmed_past_it, timeout=60, interval=0.5, what="the slot to move")
+        relay.crash()
+        with transaction.atomic():
+            row = publish(created(1, key=1))
+        topic = pipeline_settings().topic("reservation")
+        assert [header(m, "event_id") for m in messages_of(topic, 1)] == [
+            str(row.event_id)
+        ]
+    finally:
+        relay.stop()
