@@ -1,7 +1,10 @@
 # The two commands: `make run` (the whole system) and `make test` (the whole suite).
-.PHONY: install services stop migrate run dev test lint format bench chaos chaos-sharded chaos-short
+.PHONY: install services stop migrate run dev test test-cdc lint format bench chaos chaos-sharded chaos-short
 
 VENV := .venv/bin
+# Which relay `make run` / `make dev` start: polling (relay_outbox) or cdc (Debezium in
+# Kafka Connect, infra/connect). See the README's "CDC mode".
+RELAY ?= polling
 
 install:
 	@bash infra/bootstrap.sh
@@ -20,13 +23,13 @@ migrate: services
 run: migrate
 	$(VENV)/python manage.py seed_demo
 	@bash infra/banner.sh
-	@WEB_SERVER=gunicorn bash infra/run.sh
+	@RELAY=$(RELAY) WEB_SERVER=gunicorn bash infra/run.sh
 
 # The same, with Django's development server (autoreload) instead of gunicorn.
 dev: migrate
 	$(VENV)/python manage.py seed_demo
 	@bash infra/banner.sh
-	@WEB_SERVER=dev bash infra/run.sh
+	@RELAY=$(RELAY) WEB_SERVER=dev bash infra/run.sh
 
 lint:
 	$(VENV)/ruff check .
@@ -42,6 +45,13 @@ test: services
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy
 	$(VENV)/pytest
+
+# The delivery tests against the CDC relay (pytest -m cdc): starts Kafka Connect with
+# Debezium (infra/connect) beside the services, stops it afterwards, keeps pytest's status.
+test-cdc: services
+	@bash infra/connect/connect.sh start
+	@status=0; $(VENV)/pytest -m cdc || status=$$?; \
+	  bash infra/connect/connect.sh stop; exit $$status
 
 # Every benchmark against Kafka's own tools (bench/): results/latest.json and REPORT.md.
 # About 10 minutes, plus 5-10 the first time (aging its database); BENCH_SCALE=0.2 is quicker.

@@ -17,6 +17,7 @@ from django.http import (
 from django.utils.html import format_html
 
 import events.dead_letters.admin  # noqa: F401 - registers DeadLetterAdmin
+from events.core.outbox import unpark
 from events.models import (
     FailedAttempt,
     InboxEntry,
@@ -87,9 +88,7 @@ class OutboxEventAdmin(_OutboxEventAdmin):
         description="Re-publish selected parked events", permissions=["change"]
     )
     def republish(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> None:
-        count = queryset.filter(parked_at__isnull=False).update(
-            parked_at=None, last_error=""
-        )
+        count = unpark(queryset)
         self.message_user(
             request,
             f"{count} parked event(s) handed to the relay again.",

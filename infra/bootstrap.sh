@@ -4,6 +4,8 @@
 #   Debian packages: postgresql, redis-server, java, maven, chromium (apt, as root)
 #   Python venv:     .venv with requirements-dev.txt (re-installed when it changes)
 #   Kafka:           the Apache Kafka jars from Maven Central (infra/kafka/pom.xml)
+#   Kafka Connect:   Connect + Debezium jars (infra/connect/pom.xml) and the project's
+#                    header transformation (infra/connect/headers-smt), for the CDC relay
 #   Spring check:    spring-kafka and its jars into ~/.m2 (ops/spring-dlt-check/pom.xml)
 set -euo pipefail
 
@@ -45,6 +47,7 @@ fi
 mkdir -p .local/static
 
 bash infra/kafka/kafka.sh install
+bash infra/connect/connect.sh install
 
 # Spring Kafka's jars for ops/spring-dlt-check, which the suite builds offline (mvn -o,
 # tests/events/test_spring_dead_letter_headers.py); fetched again when its pom changes.

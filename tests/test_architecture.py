@@ -23,6 +23,7 @@ EVENTS_LAYERS: dict[str, set[str]] = {
     "core": set(),
     "observability": {"core"},
     "relay": {"core", "observability"},
+    "cdc": {"core"},
     "consumer": {"core", "observability"},
     "maintenance": {"core", "observability"},
     "dead_letters": {"core", "observability", "consumer"},

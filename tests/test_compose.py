@@ -128,3 +128,21 @@ def test_services_wait_for_healthy_dependencies_and_keep_data_in_volumes() -> No
         volume = services[name]["volumes"][0].split(":")[0]
         assert volume in doc["volumes"], name
     assert "--concurrency" in services["consumers"]["command"]
+
+
+def test_cdc_profile_runs_connect_and_registers_the_connector() -> None:
+    services = compose()["services"]
+    assert services_of_profile("cdc") == {"connect", "cdc-connector"}
+    connect = services["connect"]
+    assert connect["build"]["dockerfile"] == "infra/connect/Dockerfile"
+    assert (ROOT / connect["build"]["dockerfile"]).exists()
+    assert connect["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert "healthcheck" in connect
+    register = services["cdc-connector"]
+    assert "cdc_connector watch" in register["command"]
+    assert register["environment"]["OUTBOX_RELAY"] == "cdc"
+    assert settings_variables() <= set(register["environment"])
+    assert register["depends_on"]["connect"]["condition"] == "service_healthy"
+    # The connector reaches Connect by its service name; Debezium reads the WAL.
+    assert compose()["x-app-env"]["CDC_CONNECT_URL"] == "http://connect:8083"
+    assert "wal_level=logical" in services["postgres"]["command"]

@@ -307,6 +307,19 @@ OUTBOX_RELAY_SHARDS = env.int("OUTBOX_RELAY_SHARDS", default=1)
 # (bench/REPORT.md), and the audit log line per published event says the same.
 OUTBOX_DELIVERY_LOG = env.bool("OUTBOX_DELIVERY_LOG", default=False)
 
+# Which relay moves the outbox to Kafka: "polling" (manage.py relay_outbox) or "cdc"
+# (Debezium in Kafka Connect reads the outbox inserts from the WAL; `publish` then
+# deletes its row in the same transaction). Never both: relay_outbox refuses in cdc mode.
+OUTBOX_RELAY = env.str("OUTBOX_RELAY", default="polling")
+# cdc mode: an event whose record (key + payload + headers + Kafka's record overhead)
+# exceeds this is kept in the outbox as parked instead of being captured; the Connect
+# producer's max.request.size is set to it. Kafka's default message.max.bytes is 1 MiB.
+OUTBOX_MAX_MESSAGE_BYTES = env.int("OUTBOX_MAX_MESSAGE_BYTES", default=1_048_576)
+# cdc mode: the Kafka Connect REST API, and the PostgreSQL host as Connect sees it
+# (empty: DATABASE_URL's host).
+CDC_CONNECT_URL = env.str("CDC_CONNECT_URL", default="http://127.0.0.1:8083")
+CDC_DATABASE_HOST = env.str("CDC_DATABASE_HOST", default="")
+
 # /readyz gives Kafka this long to answer before it reports the broker unreachable.
 HEALTH_KAFKA_TIMEOUT_SECONDS = env.float("HEALTH_KAFKA_TIMEOUT_SECONDS", default=2.0)
 

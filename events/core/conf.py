@@ -32,6 +32,9 @@ class RetryPolicy:
         return int(min(delay, self.max_backoff_ms))
 
 
+RELAY_MODES = ("polling", "cdc")
+
+
 @dataclass(frozen=True)
 class PipelineSettings:
     bootstrap_servers: str
@@ -53,6 +56,27 @@ class PipelineSettings:
     dlq_max_per_window: int = 100
     dlq_window_seconds: float = 60.0
     dlq_storm_pause_seconds: float = 30.0
+    # "polling" (relay_outbox) or "cdc" (Debezium through Kafka Connect).
+    relay_mode: str = "polling"
+    max_message_bytes: int = 1_048_576
+    cdc_connect_url: str = "http://127.0.0.1:8083"
+    cdc_database_host: str = ""
+
+    def __post_init__(self) -> None:
+        if self.relay_mode not in RELAY_MODES:
+            raise ValueError(
+                f"OUTBOX_RELAY={self.relay_mode!r}: use one of {', '.join(RELAY_MODES)}"
+            )
+        if self.max_message_bytes < 1024:
+            raise ValueError(
+                f"OUTBOX_MAX_MESSAGE_BYTES={self.max_message_bytes} is too small "
+                "(at least 1024)"
+            )
+
+    @property
+    def cdc(self) -> bool:
+        """Whether Debezium, not relay_outbox, sends the outbox (OUTBOX_RELAY=cdc)."""
+        return self.relay_mode == "cdc"
 
     def topic(self, stream: str) -> str:
         """Return the topic name of a logical stream ("seat-reserved" -> its topic)."""
@@ -124,6 +148,10 @@ def pipeline_settings() -> PipelineSettings:
         dlq_max_per_window=settings.EVENTS_DLQ_MAX_PER_WINDOW,
         dlq_window_seconds=settings.EVENTS_DLQ_WINDOW_SECONDS,
         dlq_storm_pause_seconds=settings.EVENTS_DLQ_STORM_PAUSE_SECONDS,
+        relay_mode=settings.OUTBOX_RELAY,
+        max_message_bytes=settings.OUTBOX_MAX_MESSAGE_BYTES,
+        cdc_connect_url=settings.CDC_CONNECT_URL,
+        cdc_database_host=settings.CDC_DATABASE_HOST,
     )
 
 

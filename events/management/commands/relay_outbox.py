@@ -38,6 +38,12 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         conf = pipeline_settings()
+        if conf.cdc:
+            # Two relays would send every event twice (and publish deletes the rows).
+            raise CommandError(
+                "OUTBOX_RELAY=cdc: Debezium (Kafka Connect) sends the outbox, so "
+                "relay_outbox does not run; set OUTBOX_RELAY=polling to use it"
+            )
         for name in ("batch_size", "poll_interval"):
             if options[name] is not None and options[name] <= 0:
                 raise CommandError(f"--{name.replace('_', '-')} must be positive")

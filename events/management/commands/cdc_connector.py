@@ -1,0 +1,210 @@
+"""`manage.py cdc_connector register|watch|status|restart|delete`: the CDC connector.
+
+`register` creates the outbox publication and this database's replication slot if
+missing, Debezium's heartbeat topic, and PUTs the connector's configuration (built from
+the settings, events.cdc.connector) to Kafka Connect: idempotent, so `make run
+RELAY=cdc` runs it on every start. `status` prints the connector's and the slot's
+state (exit 1 unless the connector and its task run). `delete` removes the connector;
+with `--drop-slot` also the slot, which otherwise keeps retaining WAL. `restart`
+restarts failed tasks (after fixing what failed them; they resume from the last
+committed offset, so nothing is lost). `watch` (the
+`make run RELAY=cdc` process) waits for Connect, registers, then logs every change of
+the connector's state until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
+
+from events.cdc import database
+from events.cdc.connector import connector_config, connector_name, heartbeat_topic
+from events.cdc.rest import ConnectClient, ConnectError
+from events.core.conf import pipeline_settings
+from events.core.kafka import KafkaException
+from events.core.topics import create_topics
+from events.management.process import stop_on_signals
+from events.models import OutboxEvent
+
+logger = logging.getLogger("events.cdc")
+
+
+def is_running(status: dict[str, Any] | None) -> bool:
+    """Whether the connector and every task of it are RUNNING (and it has a task)."""
+    if not status or status["connector"]["state"] != "RUNNING":
+        return False
+    tasks = status.get("tasks", [])
+    return bool(tasks) and all(task["state"] == "RUNNING" for task in tasks)
+
+
+def summary(status: dict[str, Any] | None) -> dict[str, Any]:
+    """The connector's and its tasks' states, with a failed task's first trace line."""
+    if status is None:
+        return {"connector": "MISSING"}
+    tasks = [
+        {
+            "state": t["state"],
+            **({"error": t["trace"].splitlines()[0]} if t.get("trace") else {}),
+        }
+        for t in status.get("tasks", [])
+    ]
+    return {"connector": status["connector"]["state"], "tasks": tasks}
+
+
+class Command(BaseCommand):
+    help = "Register, inspect or delete the Debezium connector of the CDC relay."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("action", choices=["register", "watch", "status", "delete"])
+        parser.add_argument(
+            "--wait",
+            type=float,
+            default=0.0,
+            help="register, watch: wait up to this many seconds for the task to run.",
+        )
+        parser.add_argument(
+            "--drop-slot",
+            action="store_true",
+            help="delete: also drop the replication slot (else it retains WAL).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        conf = pipeline_settings()
+        client = ConnectClient(conf.cdc_connect_url)
+        name = connector_name(connection.settings_dict["NAME"])
+        try:
+            if options["action"] == "register":
+                self.register(client, name, wait=options["wait"])
+            elif options["action"] == "watch":
+                self.watch(client, name, wait=options["wait"] or 180.0)
+            elif options["action"] == "status":
+                self.status(client, name)
+            elif options["action"] == "restart":
+                client.restart(name)
+                self.stdout.write(f"restarted the failed tasks of {name}")
+            else:
+                self.delete(client, name, drop_slot=options["drop_slot"])
+        except ConnectError as error:
+            raise CommandError(str(error)) from None
+
+    def register(self, client: ConnectClient, name: str, *, wait: float) -> None:
+        conf = pipeline_settings()
+        if not conf.cdc:
+            raise CommandError(
+                "OUTBOX_RELAY is 'polling': relay_outbox sends the outbox. Set "
+                "OUTBOX_RELAY=cdc (and stop relay_outbox) before registering Debezium, "
+                "or every event would be sent twice"
+            )
+        # Before creating the slot: a slot that no connector will read retains WAL.
+        client.version()
+        pending = OutboxEvent.objects.filter(parked_at__isnull=True).count()
+        if pending:
+            raise CommandError(
+                f"the outbox holds {pending} unsent rows, which Debezium would never "
+                "see (it captures new inserts only): drain them with relay_outbox "
+                "(OUTBOX_RELAY=polling) first"
+            )
+        if database.ensure_publication():
+            self.stdout.write(f"created publication {database.PUBLICATION}")
+        slot_created = database.ensure_slot()
+        if slot_created:
+            self.stdout.write(f"created replication slot {database.slot_name()}")
+        try:
+            create_topics([heartbeat_topic(connection.settings_dict["NAME"])])
+        except KafkaException as error:
+            raise CommandError(
+                f"cannot create the heartbeat topic on {conf.bootstrap_servers}: {error}"
+            ) from error
+        config = connector_config(conf, connection.settings_dict)
+        if slot_created:
+            # Offsets kept from an earlier slot point at WAL the new slot does not
+            # have (Debezium refuses them): start this slot's connector afresh.
+            if client.status(name) is None:
+                client.create_stopped(name, config)
+            else:
+                client.stop(name)
+            client.reset_offsets(name)
+            client.put_config(name, config)
+            client.resume(name)
+        else:
+            client.put_config(name, config)
+        self.stdout.write(f"registered connector {name} at {client.url}")
+        if wait <= 0:
+            return
+        deadline = time.monotonic() + wait
+        while not is_running(status := client.status(name)):
+            if status and any(t["state"] == "FAILED" for t in status.get("tasks", [])):
+                raise CommandError(f"connector {name} failed: {json.dumps(status)}")
+            if time.monotonic() > deadline:
+                raise CommandError(
+                    f"connector {name} not running after {wait:.0f} s: "
+                    f"{json.dumps(status)}"
+                )
+            time.sleep(0.2)
+        self.stdout.write(self.style.SUCCESS(f"connector {name} is running"))
+
+    def watch(self, client: ConnectClient, name: str, *, wait: float) -> None:
+        """Register once Connect answers, then log the connector's state changes."""
+        stopping = threading.Event()
+        stop_on_signals(stopping.set, log=logger, doing="stopping the watch")
+        deadline = time.monotonic() + wait
+        while not stopping.is_set():
+            try:
+                client.version()
+                break
+            except ConnectError as error:
+                if time.monotonic() > deadline:
+                    raise
+                logger.info("waiting for Kafka Connect: %s", error)
+                stopping.wait(2.0)
+        if stopping.is_set():
+            return
+        self.register(client, name, wait=wait)
+        last = ""
+        while not stopping.wait(5.0):
+            try:
+                state = json.dumps(summary(client.status(name)))
+            except ConnectError as error:
+                state = str(error)
+            if state != last:
+                level = logging.INFO if '"RUNNING"' in state else logging.WARNING
+                logger.log(level, "connector %s: %s", name, state)
+                last = state
+
+    def status(self, client: ConnectClient, name: str) -> None:
+        status = client.status(name)
+        slot = database.slot_state()
+        self.stdout.write(
+            json.dumps(
+                {
+                    "connector": status,
+                    "slot": {"name": database.slot_name(), **(slot or {})},
+                },
+                indent=2,
+            )
+        )
+        if not is_running(status):
+            raise CommandError(f"connector {name} is not running")
+
+    def delete(self, client: ConnectClient, name: str, *, drop_slot: bool) -> None:
+        if drop_slot and client.status(name) is not None:
+            # Its offsets name the slot's WAL: without the slot they mean nothing.
+            client.stop(name)
+            client.reset_offsets(name)
+        if client.delete(name):
+            self.stdout.write(f"deleted connector {name}")
+        else:
+            self.stdout.write(f"no connector {name}")
+        if drop_slot:
+            try:
+                dropped = database.drop_slot()
+            except RuntimeError as error:
+                raise CommandError(str(error)) from None
+            state = "dropped" if dropped else "no"
+            self.stdout.write(f"{state} replication slot {database.slot_name()}")
