@@ -27,9 +27,22 @@ def read_topic(
         f"test-reader-{uuid.uuid4().hex}", **{"group.protocol": "classic"}
     )
     try:
-        metadata = consumer.list_topics(topic, timeout=10)
-        partitions = list(metadata.topics[topic].partitions)
         deadline = time.monotonic() + timeout
+        # A topic created a moment ago may list no partitions yet (its leaders are
+        # being elected): reading then would wait for nothing and return nothing.
+        partitions: list[int] = []
+        while not partitions and time.monotonic() < deadline:
+            metadata = consumer.list_topics(topic, timeout=10)
+            described = metadata.topics.get(topic)
+            ready = described is not None and described.error is None
+            partitions = list(described.partitions) if ready else []
+            if ready and any(
+                p.error is not None or p.leader < 0
+                for p in described.partitions.values()
+            ):
+                partitions = []
+            if not partitions:
+                time.sleep(0.1)
 
         def high_watermarks() -> dict[int, int]:
             return {
