@@ -81,7 +81,7 @@ def _start_relays(n: int, shards: int, prefix: str) -> list[subprocess.Popen[byt
 
 def _standing_by(ports: list[int]) -> bool:
     """Whether every relay serves its metrics and has joined (a member slot)."""
-    from events.relay.shards import MEMBER_LOCK_CLASS
+    from events.relay.shard_lock_keys import MEMBER_LOCK_CLASS
 
     try:
         for port in ports:
@@ -99,12 +99,12 @@ def _standing_by(ports: list[int]) -> bool:
 
 
 def _hold_shards(shards: int, lock: str) -> None:
-    from events.relay.shards import SHARD_LOCK_CLASS
+    from events.relay.shard_lock_keys import shard_lock_class
 
     with connection.cursor() as cursor:
         for shard in range(shards):
             cursor.execute(
-                f"SELECT pg_advisory_{lock}(%s, %s)", [SHARD_LOCK_CLASS, shard]
+                f"SELECT pg_advisory_{lock}(%s, %s)", [shard_lock_class(shards), shard]
             )
 
 

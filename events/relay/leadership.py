@@ -13,14 +13,15 @@ import random
 import threading
 
 from events.observability import metrics
-from events.relay.shards import SHARD_LOCK_CLASS, ShardClaims
+from events.relay.shard_lock_keys import LEGACY_LEADER_LOCK
+from events.relay.shards import ShardClaims
 
 # One logger for everything the relay says (as before the split, and as relay_outbox
 # logs): its lines read and filter the same whichever module wrote them.
 logger = logging.getLogger("events.relay")
 
-# The lock of shard 0: with one shard (the default), the leader lock.
-RELAY_LOCK_KEY = (SHARD_LOCK_CLASS, 0)
+# The leader lock with one shard (the default): the lock of shard 0.
+RELAY_LOCK_KEY = LEGACY_LEADER_LOCK
 # A session that lasted this long was healthy: its loss starts the backoff over.
 HEALTHY_SESSION_SECONDS = 30.0
 

@@ -14,14 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from events.relay.shards import ShardFilter, shards_condition
+from events.relay.shard_sql import shards_condition
+from events.relay.shards import ShardFilter
 
 # An outbox row as the relay reads it: (id, topic, key, payload, headers as JSON text).
 Row = tuple[int, str, str, str, str]
 
 # The statement's own snapshot comes back with the rows (a LEFT JOIN, so also when
 # there are none); it becomes the window's upper bound. `{shards}` is empty, or keeps the
-# shards a relay leads (events.relay.shards.shards_condition).
+# shards a relay leads (events.relay.shard_sql.shards_condition).
 FETCH_TEMPLATE = """
     SELECT s.snap::text, o.id, o.topic, o.key, o.payload, o.headers::text
     FROM (SELECT pg_current_snapshot() AS snap) AS s

@@ -17,13 +17,18 @@ from django.db import connection
 
 from events.models import OutboxEvent, OutboxSharding
 from events.relay.reader import Reader
+from events.relay.shard_count import ShardCountChanged, check_shard_count
+from events.relay.shard_lock_keys import (
+    LEGACY_LEADER_LOCK,
+    MEMBER_LOCK_CLASS,
+    SHARD_LOCK_CLASS,
+    member_key,
+)
+from events.relay.shard_sql import shard_statistics_name, shards_condition
 from events.relay.shards import (
     ShardClaims,
-    ShardCountChanged,
     ShardFilter,
-    fair_share,
-    shard_statistics_name,
-    shards_condition,
+    share,
 )
 from events.relay.window import FETCH_SQL, Window, fetch_sql
 from tests.events.outbox_rows import (
@@ -38,17 +43,22 @@ from tests.kafka_helpers import make_topic, read_topic
 from tests.waiting import wait_until
 
 
-def test_the_fair_share_covers_every_shard_and_spreads_them() -> None:
-    assert fair_share(1, 1) == 1
-    assert fair_share(1, 3) == 1  # one leader, two standbys
-    assert fair_share(3, 1) == 3
-    assert fair_share(3, 2) == 2
-    assert fair_share(3, 3) == 1
-    assert fair_share(4, 3) == 2
-    assert fair_share(3, 0) == 3
+def test_a_share_lets_every_relay_lead_and_a_standby_wait() -> None:
+    assert share(1, []) == 1
+    assert share(1, [1]) == 1  # a leader keeps the one shard; a standby waits for it
+    assert share(1, [0, 1]) == 1
+    assert share(3, []) == 3
+    assert share(3, [0]) == 1, "a newcomer below its part: keep to the floor"
+    assert share(3, [1]) == 2
+    assert share(3, [1, 1]) == 1
+    assert share(4, [2, 0]) == 1
+    assert share(4, [1, 1]) == 2
+    assert share(6, [2, 2, 0]) == 1
+    # Settled (nobody below the floor), the shares cover every shard.
     for shards in range(1, 9):
         for members in range(1, 9):
-            assert fair_share(shards, members) * members >= shards
+            floor = shards // members
+            assert share(shards, [floor] * (members - 1)) * members >= shards
 
 
 def test_a_relay_of_every_shard_reads_without_a_condition() -> None:
@@ -104,6 +114,23 @@ def test_each_shard_reader_reads_only_its_keys_and_together_they_read_everything
     assert not (seen[0] & seen[1] or seen[1] & seen[2] or seen[0] & seen[2])
 
 
+def locks_of(pid: int) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s",
+            [pid],
+        )
+        return cursor.fetchone()[0]
+
+
+def close(conn: psycopg.Connection[Any]) -> None:
+    """Close `conn` and wait until its backend has let go of its locks (a relay's
+    death, as the others see it)."""
+    pid = conn.info.backend_pid
+    conn.close()
+    wait_until(lambda: locks_of(pid) == 0, what="the closed session's locks freed")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_relays_share_the_shards_fairly_and_take_over_a_dead_ones() -> None:
     conns = [connect() for _ in range(3)]
@@ -113,23 +140,100 @@ def test_relays_share_the_shards_fairly_and_take_over_a_dead_ones() -> None:
         a.settle()
         assert a.held == {0, 1, 2}, "a lone relay leads every shard"
         b.join()
-        assert a.reassess(), "a holds more than its share of two"
+        assert a.reassess(), "a leads more than its part while b leads none"
         a.settle()
         b.settle()
-        assert (len(a.held), len(b.held)) == (2, 1)
+        assert (len(a.held), len(b.held)) == (1, 2)
         c.join()
-        assert a.reassess()
-        a.settle()
+        assert not a.reassess()
+        assert b.reassess()
+        b.settle()
         c.settle()
-        assert not b.reassess()
         assert sorted(len(x.held) for x in (a, b, c)) == [1, 1, 1]
         assert a.held | b.held | c.held == {0, 1, 2}
         orphan = set(a.held)
-        conns[0].close()  # a dies: PostgreSQL frees its locks
+        close(conns[0])  # a dies: PostgreSQL frees its locks
         changed = [b.reassess(), c.reassess()]
         assert changed.count(True) == 1, "exactly one survivor claims the orphan"
         assert b.held | c.held == {0, 1, 2} and orphan <= b.held | c.held
         assert not b.held & c.held
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_relay_stands_by_while_another_leads_two_more() -> None:
+    conns = [connect() for _ in range(3)]
+    try:
+        relays = [ShardClaims(conn, 4) for conn in conns]
+        for relay in relays:
+            relay.join()
+            for _ in range(2):  # each reassesses, those above their part let go
+                for other in relays[: relays.index(relay) + 1]:
+                    other.reassess()
+                    other.settle()
+        assert sorted(len(r.held) for r in relays) == [1, 1, 2]
+        assert set().union(*(r.held for r in relays)) == {0, 1, 2, 3}
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_one_shard_a_standby_waits_and_takes_over() -> None:
+    leader, standby = connect(), connect()
+    try:
+        first, second = ShardClaims(leader, 1), ShardClaims(standby, 1)
+        first.join()
+        first.settle()
+        second.join()
+        second.settle()
+        assert (first.held, second.held) == ({0}, set())
+        assert not first.reassess(), "a standby joining moves nothing"
+        close(leader)
+        assert second.reassess() and second.held == {0}
+    finally:
+        leader.close()
+        standby.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sharded_relay_never_leads_beside_a_relay_of_before_shards() -> None:
+    """A relay of an earlier version leads everything on the single leader lock and
+    knows nothing of member locks."""
+    old, new = connect(), connect()
+    try:
+        old.execute("SELECT pg_advisory_lock(%s, %s)", LEGACY_LEADER_LOCK)
+        with pytest.raises(ShardCountChanged, match="leads the whole outbox"):
+            ShardClaims(new, 3).join()
+        close(old)
+        ShardClaims(new, 3).join()
+        old = connect()
+        taken = old.execute(
+            "SELECT pg_try_advisory_lock(%s, %s)", LEGACY_LEADER_LOCK
+        ).fetchone()
+        assert taken == (False,), "an old relay could lead beside sharded ones"
+    finally:
+        old.close()
+        new.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_relays_started_together_with_a_new_count_all_run() -> None:
+    """Both have their member lock before either checks: neither is in the way."""
+    conns = [connect() for _ in range(3)]
+    try:
+        ShardClaims(conns[0], 3).join()
+        close(conns[0])
+        for slot, conn in enumerate(conns[1:]):
+            conn.execute(
+                "SELECT pg_advisory_lock(%s, %s)",
+                (MEMBER_LOCK_CLASS, member_key(2, slot)),
+            )
+        for conn in conns[1:]:
+            check_shard_count(conn, 2)
+        assert OutboxSharding.objects.get().shards == 2
     finally:
         for conn in conns:
             conn.close()
@@ -145,20 +249,22 @@ def shard_statistics() -> list[str]:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_relay_with_another_shard_count_is_refused_while_relays_run() -> None:
-    first, second = connect(), connect()
+    first, second, third = connect(), connect(), connect()
     try:
         ShardClaims(first, 2).join()
-        with pytest.raises(ShardCountChanged, match="OUTBOX_RELAY_SHARDS is 3, but 1"):
+        with pytest.raises(
+            ShardCountChanged, match="is 3, but running relays divide the outbox into 2"
+        ):
             ShardClaims(second, 3).join()
         assert OutboxSharding.objects.get().shards == 2
         assert shard_statistics() == [shard_statistics_name(2)]
-        first.close()  # every relay of the old count stopped: the change is safe
-        ShardClaims(second, 3).join()
+        close(first)  # every relay of the old count stopped: the change is safe
+        ShardClaims(third, 3).join()
         assert OutboxSharding.objects.get().shards == 3
         assert shard_statistics() == [shard_statistics_name(3)]
     finally:
-        first.close()
-        second.close()
+        for conn in (first, second, third):
+            conn.close()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -252,6 +358,38 @@ def assert_in_order(topic: str, count: int, keys: int) -> int:
     return len(seqs) - count
 
 
+class LeaderSampler:
+    """Samples, every 0.1 s, how many relays lead a shard; keeps the most seen."""
+
+    def __init__(self) -> None:
+        self.most = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(0.1):
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype ="
+                        " 'advisory' AND granted AND classid::int = %s AND database ="
+                        " (SELECT oid FROM pg_database WHERE datname = current_database())",
+                        [SHARD_LOCK_CLASS],
+                    )
+                    self.most = max(self.most, cursor.fetchone()[0])
+        finally:
+            connection.close()
+
+    @contextmanager
+    def running(self) -> Iterator[LeaderSampler]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(timeout=30)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_three_relays_keep_per_key_order_while_relays_are_killed_and_started(
     kafka_topics, subprocess_env
@@ -260,7 +398,10 @@ def test_three_relays_keep_per_key_order_while_relays_are_killed_and_started(
     relays = [start_sharded_relay(subprocess_env) for _ in range(3)]
     rng = random.Random(16)
     try:
-        with Writer(topic, keys=60).running() as writer:
+        with (
+            LeaderSampler().running() as leaders,
+            Writer(topic, keys=60).running() as writer,
+        ):
             for _ in range(5):
                 target = writer.count + 2_000
                 wait_until(lambda t=target: writer.count >= t, what="rows written")
@@ -268,8 +409,7 @@ def test_three_relays_keep_per_key_order_while_relays_are_killed_and_started(
                 stop(victim, signal.SIGKILL)
                 relays.append(start_sharded_relay(subprocess_env))
         wait_until(lambda: unsent(topic) == 0, timeout=90, what="everything sent")
-        leaders = sum("relay is the leader of shard" in process_log(r) for r in relays)
-        assert leaders >= 2, "the survivors did not share the shards"
+        assert leaders.most == 3, "the three relays never led a shard each at once"
     finally:
         for relay in relays:
             stop(relay)

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from events.core.conf import pipeline_settings
 from events.management.process import require_topics, serve_metrics, stop_on_signals
 from events.relay.outbox_relay import OutboxRelay
-from events.relay.shards import ShardCountChanged
+from events.relay.shard_count import ShardCountChanged
 
 logger = logging.getLogger("events.relay")
 
