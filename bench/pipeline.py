@@ -15,6 +15,13 @@ difference fails the step. Then three reservations must go all the way through (
 SeatReserved handler makes them RESERVED, the ReservationCreated handler writes their
 notifications) before the phases start.
 
+`pipeline:e2e_cdc` is the same with Debezium as the relay (OUTBOX_RELAY=cdc, set for the
+step by bench.__main__): this database's connector registered on the Connect worker at
+CDC_CONNECT_URL instead of relay_outbox, bench_reserve deleting its rows in their
+transaction as cdc-mode publish does, and the row check comparing the rows both wrote
+(copied by a trigger that lives only in the check's transaction) and that both left
+the table empty. Only the paced phases: its results go under `cdc_e2e_latency_ms`.
+
 Phases: rate_100 (20 s), rate_1000 (15 s) and saturation (the writer threads flat out,
 about 10 s), at BENCH_SCALE. After each, the step waits (bounded) until nothing it
 wrote is PENDING and every notification is there, then reads commit -> SeatReserved

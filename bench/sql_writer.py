@@ -21,6 +21,10 @@ reservations.services.reservation_create:
   advisory lock first, then the outbox row with the same columns, envelope text and
   headers (both events share one trace id, as within one API request).
 
+`install(cdc_slot=...)` writes the cdc-mode variant (OUTBOX_RELAY=cdc): bench_publish
+also refuses without the database's replication slot and deletes its row in the same
+transaction, as events.publish then does (Debezium reads the insert from the WAL).
+
 It skips the plain read the service makes before taking the lock (a read that spares
 a burst for one taken seat the lock queue; every seat here is free). Topic names, the
 lock class, the hold and the data fields come from Python (events.core.conf, events.core.outbox,
