@@ -98,7 +98,13 @@ def _anon(sample: dict | None, *names: str) -> float | None:
 def _latency(cell: dict | None) -> str:
     if not cell:
         return "–"
-    return f"p50 {_n(cell.get('p50'))} ms, p99 {_n(cell.get('p99'))} ms"
+
+    def ms(q: str) -> str:
+        v = cell.get(q)
+        return _n(round(v, 1) if isinstance(v, int | float) else v)
+
+    rate = cell.get("achieved_rate")
+    return f"p50 {ms('p50')} ms, p99 {ms('p99')} ms (achieved {_n(rate)}/s)"
 
 
 def _recovery(r: dict | None) -> str:
@@ -106,7 +112,8 @@ def _recovery(r: dict | None) -> str:
         return "–"
     return (
         f"events flow again after {_n(r.get('resumed_s'))} s, backlog caught up after "
-        f"{_n(r.get('caught_up_s'))} s"
+        f"{_n(r.get('caught_up_s'))} s (lag before the kill: p50 "
+        f"{_n(r.get('lag_before_kill_p50_ms'))} ms)"
     )
 
 
@@ -172,7 +179,8 @@ def cdc_section(results: dict) -> list[str]:
             "recovery after kill -9 at ~1,000 events/s",
             f"supervisor restart ({_n((restart or {}).get('restart_delay_s'))} s "
             f"delay): {_recovery(restart)}; hot standby: {_recovery(standby)}",
-            f"worker restarted: {_recovery(cdc_rec)}",
+            f"worker restarted: {_recovery(cdc_rec)}; a second worker as standby: "
+            f"{g('cdc', 'cdc', 'standby_note') or '–'}",
         ],
         [
             "duplicates after the crash (messages − distinct events)",
