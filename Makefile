@@ -56,6 +56,7 @@ test-cdc: services
 # Every benchmark against Kafka's own tools (bench/): results/latest.json and REPORT.md.
 # About 10 minutes, plus 5-10 the first time (aging its database); BENCH_SCALE=0.2 is quicker.
 bench: migrate
+	@bash infra/connect/connect.sh start
 	$(VENV)/python -m bench
 
 # Faults under load, checked afterwards (bench/chaos): the long run on a local 3-node

@@ -2,11 +2,16 @@
 
     python -m bench                 # the whole run: results/latest.json and REPORT.md
     python -m bench --only anchors,relay_fresh --out /tmp/x.json --no-report
+    python -m bench --skip cdc      # everything but the CDC steps (no Kafka Connect)
 
 Each step runs in a process of its own (bench.step) on the database it names: `fresh`
 (made anew at the start of the run) or `aged` (kept between runs, brought to steady
 state by the `aging` step before anything is measured on it). BENCH_SCALE scales every
 count and duration (1 by default; the suite's smoke run uses 0.05).
+
+The CDC steps (`cdc`, `pipeline_cdc`) need a Kafka Connect worker at CDC_CONNECT_URL
+(`make bench` starts one: infra/connect/connect.sh start) and run with
+OUTBOX_RELAY=cdc; `--skip cdc` leaves them out (the suite's short run does).
 """
 
 from __future__ import annotations
@@ -32,6 +37,13 @@ class Step:
     database: str
     # Copies figures from the step's result into the run's top-level keys.
     keys: Callable[[dict], dict] = field(default=lambda r: r)
+    # Environment of the step's process on top of the run's.
+    env: dict[str, str] = field(default_factory=dict)
+    # Needs Kafka Connect (skipped by `--skip cdc`).
+    cdc: bool = False
+
+
+CDC_ENV = {"OUTBOX_RELAY": "cdc"}
 
 
 def _relay(suffix: str) -> Callable[[dict], dict]:
@@ -72,6 +84,10 @@ PLAN = [
     Step("naive_relay", "naive_relay:run", "fresh"),
     Step("sharded_relay", "sharded_relay:run", "fresh"),
     Step("crash", "crash:run", "fresh"),
+    # Polling vs CDC in the same run: drain, recovery after kill -9, memory (fresh),
+    # then the latency phases on the aged database, as `pipeline` measures polling.
+    Step("cdc", "cdc:run", "fresh", env=CDC_ENV, cdc=True),
+    Step("pipeline_cdc", "pipeline:e2e_cdc", "aged", env=CDC_ENV, cdc=True),
 ]
 
 
@@ -87,6 +103,11 @@ def merge(into: dict, new: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", help="comma-separated step names (default: all)")
+    parser.add_argument(
+        "--skip",
+        help="comma-separated step names to leave out; `cdc` leaves out every step "
+        "that needs Kafka Connect",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--no-report", action="store_true")
     parser.add_argument(
@@ -97,7 +118,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     wanted = set(args.only.split(",")) if args.only else {s.name for s in PLAN}
-    unknown = wanted - {s.name for s in PLAN}
+    skipped = set(args.skip.split(",")) if args.skip else set()
+    if "cdc" in skipped:
+        skipped |= {s.name for s in PLAN if s.cdc}
+    unknown = (wanted | skipped) - {s.name for s in PLAN}
+    wanted -= skipped
     if unknown:
         parser.error(
             f"unknown steps {sorted(unknown)}; known: {[s.name for s in PLAN]}"
@@ -119,7 +144,7 @@ def main() -> None:
         if step.name not in wanted:
             continue
         print(f"bench: {step.name} ({step.target} on the {step.database} database)")
-        result = run_step(step.target, database=step.database)
+        result = run_step(step.target, database=step.database, env=step.env)
         results["steps"][step.name] = result.pop("step_seconds")
         merge(results, step.keys(result))
     from bench.report import derive

@@ -50,6 +50,12 @@ def create(kind: str, *, drop: bool) -> None:
     """Create the `kind` database (dropping it first if `drop`) and migrate it."""
     name = NAMES[kind]
     if drop:
+        # A replication slot a crashed CDC step left (bench.cdc) would refuse the
+        # drop, and keeps the cluster's WAL meanwhile: the bench's databases only.
+        _admin(
+            "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots"
+            f" WHERE database = '{name}' AND NOT active"
+        )
         _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     if not exists(kind):
         _admin(f'CREATE DATABASE "{name}"')

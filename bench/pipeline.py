@@ -15,6 +15,13 @@ difference fails the step. Then three reservations must go all the way through (
 SeatReserved handler makes them RESERVED, the ReservationCreated handler writes their
 notifications) before the phases start.
 
+`pipeline:e2e_cdc` is the same with Debezium as the relay (OUTBOX_RELAY=cdc, set for the
+step by bench.__main__): this database's connector registered on the Connect worker at
+CDC_CONNECT_URL instead of relay_outbox, bench_reserve deleting its rows in their
+transaction as cdc-mode publish does, and the row check comparing the rows both wrote
+(copied by a trigger that lives only in the check's transaction) and that both left
+the table empty. Only the paced phases: its results go under `cdc_e2e_latency_ms`.
+
 Phases: rate_100 (20 s), rate_1000 (15 s) and saturation (the writer threads flat out,
 about 10 s), at BENCH_SCALE. After each, the step waits (bounded) until nothing it
 wrote is PENDING and every notification is there, then reads commit -> SeatReserved
@@ -38,6 +45,7 @@ from typing import Any
 from django.db import connection, transaction
 
 from bench import dbclock, sql_writer
+from bench.cdc_connect import Connector, debezium_backends
 from bench.harness import percentiles, seconds
 from bench.legs import phase_legs, topic_timestamp_type
 from bench.naive_relay import (
@@ -100,8 +108,25 @@ def phases() -> list[Phase]:
 ROWS_SQL = """
 SELECT event_id, event_type, schema_version, topic, key, payload, headers::text,
        aggregate_type, aggregate_id, created_at, parked_at, last_error
-FROM events_outboxevent WHERE xact_id = pg_current_xact_id() ORDER BY id
+FROM {table} WHERE xact_id = pg_current_xact_id() ORDER BY id
 """
+# In cdc mode both bench_reserve and events.publish delete their rows in the same
+# transaction, so the check reads copies: an AFTER INSERT trigger, created inside the
+# check's transaction (and rolled back with it), copies every outbox row it inserts.
+CAPTURE_SQL = """
+CREATE TEMP TABLE bench_captured ON COMMIT DROP AS
+    SELECT * FROM events_outboxevent WITH NO DATA;
+CREATE FUNCTION bench_capture_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO bench_captured SELECT NEW.*;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER bench_capture AFTER INSERT ON events_outboxevent
+    FOR EACH ROW EXECUTE FUNCTION bench_capture_row();
+"""
+LEFT_SQL = (
+    "SELECT count(*) FROM events_outboxevent WHERE xact_id = pg_current_xact_id()"
+)
 COLUMNS = (
     "event_id", "event_type", "schema_version", "topic", "key", "payload", "headers",
     "aggregate_type", "aggregate_id", "created_at", "parked_at", "last_error",
@@ -113,9 +138,9 @@ WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
 """
 
 
-def _outbox_rows() -> list[dict[str, Any]]:
+def _outbox_rows(table: str = "events_outboxevent") -> list[dict[str, Any]]:
     with connection.cursor() as cursor:
-        cursor.execute(ROWS_SQL)
+        cursor.execute(ROWS_SQL.format(table=table))
         return [dict(zip(COLUMNS, row, strict=True)) for row in cursor.fetchall()]
 
 
@@ -219,25 +244,41 @@ def _row_problems(mine: dict[str, Any], real: dict[str, Any]) -> list[str]:
     return problems + _envelope_problems(mine, real) + _header_problems(mine, real)
 
 
-def check_rows(fixture: Fixture) -> dict[str, Any]:
+def check_rows(fixture: Fixture, *, cdc: bool = False) -> dict[str, Any]:
     """Compare bench_reserve's rows with events.publish's for the same reservation;
-    raise if they differ. Everything is rolled back: the relay never sees them."""
+    raise if they differ. Everything is rolled back: the relay never sees them.
+
+    `cdc`: both write as in OUTBOX_RELAY=cdc (the step runs with it, the slot exists),
+    so the rows compared are the trigger's copies (CAPTURE_SQL), and each side must
+    also have deleted its rows in its transaction, as Debezium's relay needs.
+    """
     from reservations.models import Reservation, Seat
 
     seat_id, user = fixture.seat_ids[-1], fixture.users[0]
+    table = "bench_captured" if cdc else "events_outboxevent"
+    left = []
     with transaction.atomic():
+        if cdc:
+            with connection.cursor() as cursor:
+                cursor.execute(CAPTURE_SQL)
         with connection.cursor() as cursor:
             cursor.execute(sql_writer.RESERVE_SQL, [seat_id, user.pk])
             reservation_id = int(cursor.fetchone()[0])
-        mine = _outbox_rows()
+        mine = _outbox_rows(table)
+        left.append(_left_in_outbox())
         # Before events.publish takes the same locks: these must be bench_reserve's.
         locks = all(_holds_publish_lock(m["topic"], m["key"]) for m in mine)
         _published_like_the_service(reservation_id)
-        real = _outbox_rows()[len(mine) :]
+        real = _outbox_rows(table)[len(mine) :]
+        left.append(_left_in_outbox() - left[0])
         reservation = Reservation.objects.select_related("seat").get(pk=reservation_id)
         seat_status = Seat.objects.get(pk=seat_id).status
         transaction.set_rollback(True)
     problems = []
+    if cdc and left != [0, 0]:
+        problems.append(f"rows left in the outbox (bench_reserve, publish): {left}")
+    if not mine:
+        problems.append("bench_reserve wrote no outbox rows")
     types = [m["event_type"] for m in mine], [r["event_type"] for r in real]
     if types[0] != types[1]:
         problems.append(f"events {types[0]} vs {types[1]}")
@@ -248,7 +289,17 @@ def check_rows(fixture: Fixture) -> dict[str, Any]:
         raise RuntimeError(
             "bench_reserve differs from the service: " + "; ".join(problems)
         )
-    return {"compared": [m["event_type"] for m in mine], "differences": 0}
+    return {
+        "compared": [m["event_type"] for m in mine],
+        "differences": 0,
+        "mode": "cdc: rows deleted in their transaction" if cdc else "polling",
+    }
+
+
+def _left_in_outbox() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(LEFT_SQL)
+        return int(cursor.fetchone()[0])
 
 
 def _state_problems(reservation: Any, seat_status: str, locks: bool) -> list[str]:
@@ -270,15 +321,23 @@ def _state_problems(reservation: Any, seat_status: str, locks: bool) -> list[str
 
 @dataclass
 class Pipeline:
-    """The relay and the consumers as `make run` starts them, and the SQL writer."""
+    """The relay and the consumers as `make run` starts them, and the SQL writer.
 
-    relay: Popen[Any]
+    In cdc mode (`connector` set) there is no relay process: Debezium's connector on
+    the Connect worker at CDC_CONNECT_URL is the relay, registered before the step's
+    writes and deleted (with its slot) after them.
+    """
+
+    relay: Popen[Any] | None
     consumers: Popen[Any]
     writer: SqlWriter
     observer: Any
+    connector: Connector | None = None
 
     @classmethod
-    def start(cls, prefix: str, writer: SqlWriter, observer: Any) -> Pipeline:
+    def start(
+        cls, prefix: str, writer: SqlWriter, observer: Any, *, cdc: bool = False
+    ) -> Pipeline:
         """Start both on the step's topics, the consumers in a group of their own
         (KAFKA_CONSUMER_GROUP too: the dead-letter store's group is made from it)."""
         group = f"{prefix}group"
@@ -286,26 +345,48 @@ class Pipeline:
         consumers = spawn(
             consumers_argv(group), {**env, "PGAPPNAME": PGAPPNAME["consumers"]}
         )
+        if cdc:
+            return cls(None, consumers, writer, observer, cdc_connector())
         relay = spawn(OUR_RELAY_ARGV, {**env, "PGAPPNAME": PGAPPNAME["relay"]})
         return cls(relay, consumers, writer, observer)
 
     def stop(self) -> None:
-        stop_group(self.relay)
+        if self.relay is not None:
+            stop_group(self.relay)
         stop_group(self.consumers)
 
     def check_alive(self) -> None:
+        if self.connector is not None and not self.connector.running():
+            raise RuntimeError(f"connector not running: {self.connector.status()}")
         for name, process in (("relay", self.relay), ("consumers", self.consumers)):
-            if process.poll() is not None:
+            if process is not None and process.poll() is not None:
                 raise RuntimeError(f"{name} exited ({process.returncode})")
+
+    def relay_pids(self) -> list[int]:
+        """The relay's processes: relay_outbox's tree, or the Connect worker's JVM
+        (shared with whatever other connectors that worker runs)."""
+        if self.relay is not None:
+            return process_tree(self.relay.pid)
+        assert self.connector is not None
+        pid = self.connector.worker_pid()
+        return [pid] if pid else []
 
     def cpu_snapshot(self) -> CpuSnapshot:
         """CPU of the relay's and consumers' process trees, PostgreSQL's backends by
-        client (the writer's by pid), the shared background processes and the broker."""
+        client (the writer's by pid), the shared background processes and the broker.
+        In cdc mode the relay's PostgreSQL share is the walsender and Debezium's JDBC
+        connection."""
         broker = broker_pid()
         pg = postgres_groups(self.observer)
+        if self.connector is not None:
+            mine = [pid for pid, _type, _app in debezium_backends()]
+            pg["postgres_relay"] = mine
+            pg["postgres_background_shared"] = [
+                p for p in pg["postgres_background_shared"] if p not in mine
+            ]
         return CpuSnapshot.take(
             {
-                "relay": process_tree(self.relay.pid),
+                "relay": self.relay_pids(),
                 "consumers": process_tree(self.consumers.pid),
                 "postgres_writer": self.writer.backend_pids(),
                 "postgres_relay": pg["postgres_relay"],
@@ -314,6 +395,13 @@ class Pipeline:
                 "kafka_broker_shared": [broker] if broker else [],
             }
         )
+
+
+def cdc_connector() -> Connector:
+    """This database's connector on the worker at CDC_CONNECT_URL."""
+    from events.core.conf import pipeline_settings
+
+    return Connector(pipeline_settings().cdc_connect_url)
 
 
 def cpu_summary(
@@ -473,11 +561,11 @@ def run_phase(
 
 
 def measure(
-    pipeline: Pipeline, fixture: Fixture, topic: str
+    pipeline: Pipeline, fixture: Fixture, topic: str, plan: list[Phase]
 ) -> dict[str, dict[str, Any]]:
     """Each phase on seats of its own, in the fixture's (seeded) order."""
     measured, offset = {}, 0
-    for phase in phases():
+    for phase in plan:
         part = fixture.seat_ids[offset : offset + phase.seats]
         offset += phase.seats
         seats = Fixture(fixture.performance_id, part, fixture.users)
@@ -491,8 +579,67 @@ def measure(
 def e2e() -> dict[str, Any]:
     """Step `pipeline:e2e`: commit -> handler commit at 100/s, 1,000/s and saturation
     with the SQL writer, the real relay and `run_consumers --concurrency 2`."""
+    measured, details = run(cdc=False, plan=phases())
+    return result(measured, details)
+
+
+def e2e_cdc() -> dict[str, Any]:
+    """Step `pipeline:e2e_cdc`: the same at 100/s and 1,000/s with Debezium as the
+    relay (OUTBOX_RELAY=cdc, set for the step by bench.__main__): bench_reserve deletes
+    its rows as cdc-mode publish does, the connector is this database's on the worker
+    at CDC_CONNECT_URL. No saturation phase: the writer's ceiling, not the relay's, is
+    what it would show (the notifying commits serialise, see bench.sql_writer)."""
+    from events.core.conf import pipeline_settings
+
+    if not pipeline_settings().cdc:
+        raise RuntimeError("pipeline:e2e_cdc needs OUTBOX_RELAY=cdc in its environment")
+    plan = [p for p in phases() if p.rate is not None]
+    measured, details = run(cdc=True, plan=plan)
+    latency = {
+        name: {
+            **m["e2e_ms"],
+            "target_rate": m["target_rate"],
+            "achieved_rate": m["achieved_rate"],
+        }
+        for name, m in measured.items()
+    }
+    return {
+        "cdc_e2e_latency_ms": latency,
+        "cdc": {
+            "e2e": {
+                "legs_ms": {n: m["legs_ms"] for n, m in measured.items()},
+                "phases": measured,
+                **details,
+                "settings": {
+                    **settings(),
+                    "phases": [dataclasses.asdict(p) for p in plan],
+                    "pipeline": (
+                        "Debezium (outbox-<db> on the Connect worker at "
+                        "CDC_CONNECT_URL); manage.py run_consumers --concurrency 2"
+                    ),
+                    "legs": (
+                        "commit_to_produce ends at the record's CreateTime, which the "
+                        "Outbox Event Router sets from Debezium's ts_ms (when Debezium "
+                        "read the change), not from the Connect producer's send"
+                    ),
+                    "cpu": (
+                        "as pipeline:e2e; relay = the Connect worker's JVM (shared with "
+                        "any other connector it runs), postgres_relay = the walsender "
+                        "and Debezium's JDBC connection"
+                    ),
+                },
+            }
+        },
+    }
+
+
+def run(
+    *, cdc: bool, plan: list[Phase]
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Set up, check the rows, start the pipeline, measure `plan`, tear down."""
     import psycopg
 
+    from events.cdc.database import slot_name
     from events.core.conf import pipeline_settings
     from events.core.topics import create_topics
 
@@ -501,23 +648,36 @@ def e2e() -> dict[str, Any]:
     dbclock.require_commit_timestamps()
     conf = pipeline_settings()
     topic = conf.topic("seat-reserved")
-    sql_writer.install(seat_topic=topic, reservation_topic=conf.topic("reservation"))
     orphans = clear_orphans()
-    seats = sum(p.seats for p in phases()) + READY_RESERVATIONS + 1
-    fixture = make_fixture("pipeline", seats)
-    row_check = check_rows(fixture)
+    connector = cdc_connector() if cdc else None
     create_topics()
-    writer = SqlWriter(max(p.threads for p in phases()))
-    observer = psycopg.connect(**sql_writer.django_conninfo(), autocommit=True)
-    pipeline = Pipeline.start(conf.topic_prefix, writer, observer)
+    registered_s = None
     try:
-        ready_s = wait_ready(pipeline, fixture)
-        measured = measure(pipeline, fixture, topic)
+        if connector is not None:
+            # Before the row check: cdc-mode publish refuses without the slot.
+            registered_s = connector.register()
+        sql_writer.install(
+            seat_topic=topic,
+            reservation_topic=conf.topic("reservation"),
+            cdc_slot=slot_name() if cdc else None,
+        )
+        seats = sum(p.seats for p in plan) + READY_RESERVATIONS + 1
+        fixture = make_fixture("pipeline", seats)
+        row_check = check_rows(fixture, cdc=cdc)
+        writer = SqlWriter(max(p.threads for p in plan))
+        observer = psycopg.connect(**sql_writer.django_conninfo(), autocommit=True)
+        pipeline = Pipeline.start(conf.topic_prefix, writer, observer, cdc=cdc)
+        try:
+            ready_s = wait_ready(pipeline, fixture)
+            measured = measure(pipeline, fixture, topic, plan)
+        finally:
+            pipeline.stop()
+            writer.close()
+            observer.close()
+            sql_writer.uninstall()
     finally:
-        pipeline.stop()
-        writer.close()
-        observer.close()
-        sql_writer.uninstall()
+        if connector is not None:
+            connector.delete()
     details = {
         "ready_s": ready_s,
         "row_check": row_check,
@@ -525,7 +685,9 @@ def e2e() -> dict[str, Any]:
         "seat_reserved_message_timestamp_type": topic_timestamp_type(topic),
         "step_s": round(time.monotonic() - started, 1),
     }
-    return result(measured, details)
+    if registered_s is not None:
+        details["connector_register_s"] = registered_s
+    return measured, details
 
 
 def result(

@@ -427,9 +427,9 @@ def _legs_rows(results: dict) -> list[list[Any]]:
 
 
 def write_path_sections(results: dict) -> list[str]:
-    from bench.report_write_path import sharded_section
+    from bench.report_write_path import cdc_section, sharded_section
 
-    return sharded_section(results)
+    return sharded_section(results) + cdc_section(results)
 
 
 def write_report(results: dict, directory: Path = BENCH) -> Path:

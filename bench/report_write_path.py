@@ -60,3 +60,182 @@ def sharded_section(results: dict) -> list[str]:
         "stays flat.",
         "",
     ]
+
+
+def _n(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        value = round(value, 2)
+    return f"{value:,}{unit}" if isinstance(value, int) else f"{value}{unit}"
+
+
+def _rss(sample: dict | None, *names: str) -> float | None:
+    """Total VmRSS (MB) of the processes under `names` in a steady-state sample."""
+    if not sample:
+        return None
+    total = 0.0
+    for name in names:
+        part = sample.get(name)
+        for proc in part if isinstance(part, list) else [part]:
+            if isinstance(proc, dict) and proc.get("rss_mb") is not None:
+                total += proc["rss_mb"]
+    return round(total, 1)
+
+
+def _anon(sample: dict | None, *names: str) -> float | None:
+    if not sample:
+        return None
+    total = 0.0
+    for name in names:
+        part = sample.get(name)
+        for proc in part if isinstance(part, list) else [part]:
+            if isinstance(proc, dict) and proc.get("rss_anon_mb") is not None:
+                total += proc["rss_anon_mb"]
+    return round(total, 1)
+
+
+def _latency(cell: dict | None) -> str:
+    if not cell:
+        return "–"
+
+    def ms(q: str) -> str:
+        v = cell.get(q)
+        return _n(round(v, 1) if isinstance(v, int | float) else v)
+
+    rate = cell.get("achieved_rate")
+    return f"p50 {ms('p50')} ms, p99 {ms('p99')} ms (achieved {_n(rate)}/s)"
+
+
+def _recovery(r: dict | None) -> str:
+    if not r:
+        return "–"
+    return (
+        f"events flow again after {_n(r.get('resumed_s'))} s, backlog caught up after "
+        f"{_n(r.get('caught_up_s'))} s (lag before the kill: p50 "
+        f"{_n(r.get('lag_before_kill_p50_ms'))} ms)"
+    )
+
+
+def _duplicates(r: dict | None) -> str:
+    if not r:
+        return "–"
+    return f"{_n(r.get('duplicates'))} (lost {_n(r.get('lost'))} of {_n(r.get('written'))})"
+
+
+OPERATIONS = {
+    "polling": (
+        "run `manage.py relay_outbox` under a supervisor (one per machine, or "
+        "standbys / OUTBOX_RELAY_SHARDS); watch the outbox's pending rows and age "
+        "(`outbox_*` metrics), nothing else to install"
+    ),
+    "cdc": (
+        "run a Kafka Connect worker (JVM, Debezium jars, its three topics) and "
+        "`cdc_connector register`; watch the connector and task state "
+        "(`cdc_connector status`, restart failed tasks) and the slot's retained WAL "
+        "(an idle or abandoned slot keeps the cluster's WAL); `delete --drop-slot` "
+        "when going back"
+    ),
+}
+
+
+def cdc_section(results: dict) -> list[str]:
+    """Polling vs CDC: the same figures side by side, from one run (bench.cdc,
+    bench.pipeline's cdc mode)."""
+    cdc = results.get("cdc") or {}
+    if not cdc:
+        return []
+    g = lambda *p: _get(results, *p)  # noqa: E731
+    polling_drain = g("cdc", "polling", "drain", "events_per_second")
+    polling_drain_src = "this step's 1 relay, 1 shard"
+    if polling_drain is None:
+        runs = g("sharded_relay", "runs") or []
+        polling_drain = runs[0].get("events_per_second") if runs else None
+        polling_drain_src = "sharded_relay.runs[0]"
+    cdc_drain = g("cdc", "cdc", "drain") or {}
+    restart = g("cdc", "polling", "recovery_restart")
+    standby = g("cdc", "polling", "recovery_standby")
+    cdc_rec = g("cdc", "cdc", "recovery")
+    p_mem = (restart or {}).get("steady_state")
+    c_mem = (cdc_rec or {}).get("steady_state")
+    poll_lat = results.get("pipeline_e2e_latency_ms") or {}
+    cdc_lat = results.get("cdc_e2e_latency_ms") or {}
+    rows = [
+        [
+            "drain, 1 KB events (events/s)",
+            f"{_n(polling_drain)} ({polling_drain_src})",
+            f"{_n(cdc_drain.get('events_per_second'))} first → last arrival; "
+            f"{_n(cdc_drain.get('events_per_second_from_resume'))} from the resume",
+        ],
+        *[
+            [
+                f"commit → handler commit at {label}",
+                _latency(poll_lat.get(phase)),
+                _latency(cdc_lat.get(phase)),
+            ]
+            for phase, label in (("rate_100", "100/s"), ("rate_1000", "1,000/s"))
+        ],  # fmt: skip
+        [
+            "recovery after kill -9 at ~1,000 events/s",
+            f"supervisor restart ({_n((restart or {}).get('restart_delay_s'))} s "
+            f"delay): {_recovery(restart)}; hot standby: {_recovery(standby)}",
+            f"worker restarted: {_recovery(cdc_rec)}; a second worker as standby: "
+            f"{g('cdc', 'cdc', 'standby_note') or '–'}",
+        ],
+        [
+            "duplicates after the crash (messages − distinct events)",
+            f"restart: {_duplicates(restart)}; standby: {_duplicates(standby)}",
+            _duplicates(cdc_rec),
+        ],
+        [
+            "memory, VmRSS (RssAnon) MB",
+            f"relay_outbox {_n(_rss(p_mem, 'relay_processes'))} "
+            f"({_n(_anon(p_mem, 'relay_processes'))}); its PostgreSQL backends "
+            f"{_n(_rss(p_mem, 'postgres_backends'))} "
+            f"({_n(_anon(p_mem, 'postgres_backends'))})",
+            f"Connect JVM {_n(_rss(c_mem, 'connect_jvm'))} "
+            f"({_n(_anon(c_mem, 'connect_jvm'))}); walsender + Debezium's backends "
+            f"{_n(_rss(c_mem, 'postgres_backends'))} "
+            f"({_n(_anon(c_mem, 'postgres_backends'))})",
+        ],
+        [
+            "processes",
+            f"{_n(_get(p_mem or {}, 'processes', 'relay_outbox'))} relay_outbox + "
+            f"{_n(_get(p_mem or {}, 'processes', 'postgres_backends'))} PostgreSQL "
+            "backends (per relay; a standby doubles both)",
+            f"{_n(_get(c_mem or {}, 'processes', 'connect_jvm'))} Connect JVM "
+            f"({_n((c_mem or {}).get('connect_jvm', {}).get('threads'))} threads) + "
+            f"{_n(_get(c_mem or {}, 'processes', 'postgres_backends'))} PostgreSQL "
+            "backends (walsender, JDBC) + the connector's registration",
+        ],
+        ["operational steps", OPERATIONS["polling"], OPERATIONS["cdc"]],
+    ]
+    return [
+        "## Polling relay vs CDC relay (Debezium)",
+        "",
+        "Both relays on the same machine in the same run (bench/cdc.py, bench/pipeline.py "
+        "in cdc mode). Drain: the polling relay's bench/sharded_relay.py protocol (1 "
+        "relay, 1 shard); Debezium's connector stopped (KIP-875) while the rows are "
+        "committed as cdc-mode `publish` writes them (inserted and deleted in their "
+        "transaction), then resumed. Latency: the SQL writer and `run_consumers "
+        "--concurrency 2`, PostgreSQL's clock, as the SQL-writer rows above. "
+        "Recovery: a writer at about 1,000 events/s, the relay (or a Connect worker of "
+        "the step's own) killed with SIGKILL; `events flow again` is the kill → the "
+        "first message produced after it, `caught up` the kill → every event committed "
+        "before that is on the topic. Memory in the recovery load's steady state; a "
+        "backend's VmRSS counts the shared buffers it touched, RssAnon is its own.",
+        "",
+        _table(["", "polling (relay_outbox)", "CDC (Debezium in Kafka Connect)"], rows),
+        "",
+        "<!-- RECOMMENDATION: written by hand from the final figures. -->",
+        "**Recommendation.** _To be written from the final run's figures._",
+        "",
+    ]
+
+
+def _get(value: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value

@@ -21,6 +21,10 @@ reservations.services.reservation_create:
   advisory lock first, then the outbox row with the same columns, envelope text and
   headers (both events share one trace id, as within one API request).
 
+`install(cdc_slot=...)` writes the cdc-mode variant (OUTBOX_RELAY=cdc): bench_publish
+also refuses without the database's replication slot and deletes its row in the same
+transaction, as events.publish then does (Debezium reads the insert from the WAL).
+
 It skips the plain read the service makes before taking the lock (a read that spares
 a burst for one taken seat the lock queue; every seat here is free). Topic names, the
 lock class, the hold and the data fields come from Python (events.core.conf, events.core.outbox,
@@ -92,8 +96,9 @@ CREATE FUNCTION bench_publish(
 ) RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
     v_id uuid;
+    v_row bigint;
 BEGIN
-    PERFORM pg_advisory_xact_lock({lock_class}, hashtext(p_topic || '/' || p_key));
+    PERFORM pg_advisory_xact_lock({lock_class}, hashtext(p_topic || '/' || p_key));{slot_check}
     v_id := bench_uuid7();
     INSERT INTO events_outboxevent (
         event_id, event_type, schema_version, topic, key, payload, headers,
@@ -103,7 +108,8 @@ BEGIN
         format({envelope}, {envelope_args}),
         jsonb_build_object('event_id', v_id::text, 'event_type', p_type,
                            'schema_version', p_version::text, 'trace_id', p_trace_id),
-        p_aggregate_type, p_key, clock_timestamp(), NULL, '');
+        p_aggregate_type, p_key, clock_timestamp(), NULL, '')
+    RETURNING id INTO v_row;{capture}
 END
 $fn$;
 """
@@ -216,10 +222,29 @@ def _publish_args(event_class: type[Event]) -> str:
     )
 
 
-def function_sql(*, seat_topic: str, reservation_topic: str) -> str:
-    """The DDL of bench_reserve and its helpers for one run's topics."""
+# OUTBOX_RELAY=cdc: what events.publish adds (events.core.outbox._lock_and_check_slot
+# and _write_captured): refuse without the database's replication slot, and delete the
+# row in the same transaction (Debezium reads the insert from the WAL). The size check
+# that parks an oversized row is left out: these rows are about 600 bytes.
+CDC_SLOT_CHECK_SQL = """
+    IF NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = {slot}) THEN
+        RAISE EXCEPTION 'OUTBOX_RELAY=cdc but the replication slot % does not exist',
+            {slot};
+    END IF;"""
+CDC_CAPTURE_SQL = """
+    DELETE FROM events_outboxevent WHERE id = v_row;"""
+
+
+def function_sql(
+    *, seat_topic: str, reservation_topic: str, cdc_slot: str | None = None
+) -> str:
+    """The DDL of bench_reserve and its helpers for one run's topics; with `cdc_slot`,
+    bench_publish writes as events.publish does in cdc mode (see CDC_CAPTURE_SQL)."""
     keys = _envelope_keys()
+    cdc = cdc_slot is not None
     publish = PUBLISH_SQL.format(
+        slot_check=CDC_SLOT_CHECK_SQL.format(slot=_literal(cdc_slot)) if cdc else "",
+        capture=CDC_CAPTURE_SQL if cdc else "",
         lock_class=int(PUBLISH_LOCK_CLASS),
         envelope=_literal(_json_template(keys)),
         envelope_args=", ".join(ENVELOPE_SQL[k] for k in keys),
@@ -234,13 +259,20 @@ def function_sql(*, seat_topic: str, reservation_topic: str) -> str:
     return DROP_SQL + HELPERS_SQL + publish + reserve
 
 
-def install(*, seat_topic: str, reservation_topic: str) -> None:
-    """(Re)create bench_reserve and its helpers in the Django default database."""
+def install(
+    *, seat_topic: str, reservation_topic: str, cdc_slot: str | None = None
+) -> None:
+    """(Re)create bench_reserve and its helpers in the Django default database
+    (`cdc_slot`: the cdc-mode variant, which deletes its rows, see function_sql)."""
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute(
-            function_sql(seat_topic=seat_topic, reservation_topic=reservation_topic)
+            function_sql(
+                seat_topic=seat_topic,
+                reservation_topic=reservation_topic,
+                cdc_slot=cdc_slot,
+            )
         )
 
 
