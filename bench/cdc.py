@@ -454,16 +454,16 @@ class Supervised:
         """Which relay holds shard 0: the one whose socket is the client end of the
         backend holding the session advisory lock (relay_outbox names its leader
         connection `relay_outbox`, whichever relay it is)."""
-        from events.relay.shards import SHARD_LOCK_CLASS
+        from events.relay.shard_lock_keys import LEGACY_LEADER_LOCK
 
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT a.client_port FROM pg_locks l JOIN pg_stat_activity a"
                 " USING (pid) WHERE l.locktype = 'advisory' AND l.granted"
-                " AND l.classid::int = %s AND l.objid::int = 0"
+                " AND l.classid::int = %s AND l.objid::int = %s"
                 " AND l.database = (SELECT oid FROM pg_database"
                 " WHERE datname = current_database())",
-                [SHARD_LOCK_CLASS],
+                list(LEGACY_LEADER_LOCK),
             )
             row = cursor.fetchone()
         if row is None:
