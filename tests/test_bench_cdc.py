@@ -100,4 +100,4 @@ def test_the_report_compares_the_relays(cdc_run) -> None:
     _, out = cdc_run
     report = (out / "REPORT.md").read_text()
     assert "## Polling relay vs CDC relay" in report
-    assert "RECOMMENDATION" in report
+    assert "**Recommendation.** Use the polling relay" in report
