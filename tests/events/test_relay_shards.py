@@ -32,14 +32,13 @@ from events.relay.shards import (
 )
 from events.relay.window import FETCH_SQL, Window, fetch_sql
 from tests.events.outbox_rows import (
-    first_occurrences,
     insert_outbox_rows,
     new_topic_name,
-    sequences_by_key,
 )
 from tests.events.pipeline import process_log
 from tests.events.relay_process import start_relay_process
-from tests.kafka_helpers import make_topic, read_topic
+from tests.events.test_relay_reconnect import assert_complete_and_in_order
+from tests.kafka_helpers import make_topic
 from tests.waiting import wait_until
 
 
@@ -345,19 +344,6 @@ def stop(relay: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
     relay.wait(timeout=30)
 
 
-def assert_in_order(topic: str, count: int, keys: int) -> int:
-    """Every row arrived, each key's first arrivals in order; return the duplicates."""
-    messages = read_topic(topic, expected=count, timeout=60)
-    by_key = sequences_by_key(messages)
-    assert len(by_key) == keys
-    seqs = [seq for key_seqs in by_key.values() for seq in key_seqs]
-    assert set(seqs) == set(range(count)), "an event was lost"
-    for key, key_seqs in by_key.items():
-        firsts = first_occurrences(key_seqs)
-        assert firsts == sorted(firsts), f"key {key} out of order"
-    return len(seqs) - count
-
-
 class LeaderSampler:
     """Samples, every 0.1 s, how many relays lead a shard; keeps the most seen."""
 
@@ -413,7 +399,7 @@ def test_three_relays_keep_per_key_order_while_relays_are_killed_and_started(
     finally:
         for relay in relays:
             stop(relay)
-    duplicates = assert_in_order(topic, writer.count, keys=60)
+    duplicates = assert_complete_and_in_order(topic, writer.count, keys=60)
     print(f"{writer.count} rows, 5 relays killed: {duplicates} sent again")
 
 
@@ -442,4 +428,6 @@ def test_shards_move_between_relays_without_a_row_sent_twice(
     finally:
         for relay in relays:
             stop(relay)
-    assert assert_in_order(topic, writer.count, keys=60) == 0, "a row was sent twice"
+    assert assert_complete_and_in_order(topic, writer.count, keys=60) == 0, (
+        "a row was sent twice"
+    )
