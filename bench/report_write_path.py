@@ -174,7 +174,7 @@ def cdc_section(results: dict) -> list[str]:
                 _latency(poll_lat.get(phase)),
                 _latency(cdc_lat.get(phase)),
             ]
-            for phase, label in (("rate_100", "100/s"), ("rate_1000", "1,000/s"))
+            for phase, label in (("rate_100", "100"), ("rate_1000", "1,000"))
         ],  # fmt: skip
         [
             "recovery after kill -9 at ~1,000 events/s",
@@ -224,12 +224,23 @@ def cdc_section(results: dict) -> list[str]:
         "the step's own) killed with SIGKILL; `events flow again` is the kill → the "
         "first message produced after it, `caught up` the kill → every event committed "
         "before that is on the topic. Memory in the recovery load's steady state; a "
-        "backend's VmRSS counts the shared buffers it touched, RssAnon is its own.",
+        "backend's VmRSS counts the shared buffers it touched, RssAnon is its own."
+        + _rerun_note(results),
         "",
         _table(["", "polling (relay_outbox)", "CDC (Debezium in Kafka Connect)"], rows),
         "",
         *recommendation(results),
     ]
+
+
+def _rerun_note(results: dict) -> str:
+    rerun = results.get("rerun_after_the_run")
+    if not rerun:
+        return ""
+    return (
+        f" The steps {', '.join(rerun['steps'])} were run again after the full run, on "
+        f"the same machine ({rerun['why']})."
+    )
 
 
 def recommendation(results: dict) -> list[str]:

@@ -201,14 +201,15 @@ plugin.discovery=service_load
 connector.client.config.override.policy=All
 # Connect's source producers default to acks=all, idempotence and one request in flight
 # per connection. With idempotence up to five keep each partition's order (the broker
-# refuses a batch out of sequence). Five in flight, 256 KB batches and lz4 (the polling
-# relay compresses with lz4 too) took the drain from 13,800 to 25,100 events/s on the
-# benchmark machine, the polling relay 62,000 and 61,000 in the same runs (bench/HISTORY.md).
+# refuses a batch out of sequence), and lz4 as the polling relay's. batch.size stays at
+# its 16 KB: when the broker refuses a batch as too large, the Java producer splits it
+# into batches of up to batch.size and sends them again, so with batch.size above a
+# topic's max.message.bytes it split and resent the same batch forever (KAFKA-8350)
+# instead of failing the task (tests/events/test_delivery_modes.py, a 16 KB topic).
 producer.acks=all
 producer.enable.idempotence=true
 producer.max.in.flight.requests.per.connection=5
 producer.linger.ms=5
-producer.batch.size=262144
 producer.compression.type=lz4
 # A worker that dies hands its task to the others of its group after this long (Connect's
 # default: 5 minutes, to spare a quick restart a rebalance). A worker restarted at the
