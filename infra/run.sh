@@ -18,6 +18,9 @@ case "$RELAY" in
     ;;
   cdc)
     export OUTBOX_RELAY=cdc
+    # The first install (Maven, the transformation's build and tests) can outlast
+    # `watch --wait`: done before anything starts.
+    bash infra/connect/connect.sh install
     mkdir -p .local
     {
       grep -v '^relay:' Procfile

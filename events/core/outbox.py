@@ -149,7 +149,10 @@ def _lock_and_check_slot(cursor: CursorWrapper, lock_key: str) -> None:
     slot = cdc_slot_name(connection.settings_dict["NAME"])
     cursor.execute(
         "SELECT pg_advisory_xact_lock(%s, hashtext(%s)),"
-        " EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
+        " EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s"
+        # A slot still being created is listed before it is consistent: a transaction
+        # committing then is not decoded. Its confirmed position is set once it is.
+        " AND database = current_database() AND confirmed_flush_lsn IS NOT NULL)",
         [PUBLISH_LOCK_CLASS, lock_key, slot],
     )
     found = cursor.fetchone()
@@ -172,8 +175,10 @@ def unpark(rows: QuerySet[OutboxEvent]) -> int:
     if not conf.cdc:
         return parked.update(parked_at=None, last_error="")
     count = 0
-    with transaction.atomic():
+    with transaction.atomic(), connection.cursor() as cursor:
         for row in parked.select_for_update():
+            # As `publish`: the key's order, and no delete that nothing would capture.
+            _lock_and_check_slot(cursor, f"{row.topic}/{row.key}")
             size = record_size(
                 row.key, json.dumps(row.payload, allow_nan=False), row.headers
             )

@@ -7,12 +7,14 @@ test_delivery_modes.py (`make test-cdc`); here is what the project's own code de
 from __future__ import annotations
 
 import secrets
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
+from django.utils import timezone
 
 from events import publish
 from events.cdc import database
@@ -144,3 +146,33 @@ def test_register_says_when_connect_is_unreachable_and_creates_no_slot(
 def test_register_refuses_in_polling_mode() -> None:
     with pytest.raises(CommandError, match="OUTBOX_RELAY is 'polling'"):
         call_command("cdc_connector", "register")
+
+
+def test_republishing_a_parked_row_without_a_slot_is_refused_and_keeps_it(
+    cdc: None,
+) -> None:
+    """Re-publishing deletes the parked row and inserts it anew: without a slot to
+    capture the insert, that would lose the event."""
+    OutboxEvent.objects.create(
+        event_id=uuid.uuid4(),
+        event_type="ReservationCreated",
+        schema_version=1,
+        topic="t",
+        key="k",
+        payload={"n": 1},
+        aggregate_type="reservation",
+        aggregate_id="1",
+        parked_at=timezone.now(),
+        last_error="too large",
+    )
+    with pytest.raises(OutboxError, match="does not exist"):
+        unpark(OutboxEvent.objects.all())
+    assert OutboxEvent.objects.get().parked_at is not None
+
+
+def test_restart_is_an_action_and_says_when_connect_is_unreachable(
+    cdc: None, settings: Any
+) -> None:
+    settings.CDC_CONNECT_URL = "http://127.0.0.1:1"
+    with pytest.raises(CommandError, match="not reachable at http://127.0.0.1:1"):
+        call_command("cdc_connector", "restart")

@@ -61,7 +61,9 @@ class Command(BaseCommand):
     help = "Register, inspect or delete the Debezium connector of the CDC relay."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("action", choices=["register", "watch", "status", "delete"])
+        parser.add_argument(
+            "action", choices=["register", "watch", "status", "restart", "delete"]
+        )
         parser.add_argument(
             "--wait",
             type=float,
