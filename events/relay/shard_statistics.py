@@ -31,12 +31,18 @@ STALE_SQL = """
     WHERE s.stxrelid = 'events_outboxevent'::regclass
         AND s.stxname LIKE 'outbox\\_shard\\_%%\\_stats' AND s.stxname <> %s
 """
-GATHERED_SQL = "SELECT 1 FROM pg_stats_ext_exprs WHERE statistics_name = %s"
+# Gather them at join when never gathered, or when many rows changed since the last
+# analyze (a backlog built up while no relay ran; autovacuum may not have come yet).
+STALE_GATHER_SQL = """
+    SELECT NOT EXISTS (SELECT 1 FROM pg_stats_ext_exprs WHERE statistics_name = %s)
+        OR coalesce((SELECT n_mod_since_analyze FROM pg_stat_user_tables
+                     WHERE relid = 'events_outboxevent'::regclass), 0) > 1000
+"""
 
 
 def ensure_shard_statistics(conn: psycopg.Connection[Any], shard_count: int) -> None:
     """Create this count's statistics (none with one shard), drop the others', and
-    gather them if they never were. One relay at a time (an advisory lock).
+    gather them if they never were or are stale. One relay at a time (an advisory lock).
 
     A role that may not (not the table's owner) gets a warning, and reads without them.
     """
@@ -53,7 +59,8 @@ def ensure_shard_statistics(conn: psycopg.Connection[Any], shard_count: int) -> 
             conn.execute(
                 CREATE_SQL.format(name=keep, expression=shard_expression(shard_count))
             )
-            if conn.execute(GATHERED_SQL, (keep,)).fetchone() is None:
+            row = conn.execute(STALE_GATHER_SQL, (keep,)).fetchone()
+            if row and row[0]:
                 _analyze(conn)
     except errors.InsufficientPrivilege as exc:
         logger.warning(
