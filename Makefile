@@ -54,7 +54,8 @@ test-cdc: services
 	  bash infra/connect/connect.sh stop; exit $$status
 
 # Every benchmark against Kafka's own tools (bench/): results/latest.json and REPORT.md.
-# About 10 minutes, plus 5-10 the first time (aging its database); BENCH_SCALE=0.2 is quicker.
+# About 15 minutes, plus 5-10 the first time (aging its database); BENCH_SCALE=0.2 is
+# quicker. Starts Kafka Connect for the CDC steps (`python -m bench --skip cdc` without).
 bench: migrate
 	@bash infra/connect/connect.sh start
 	$(VENV)/python -m bench
