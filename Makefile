@@ -1,5 +1,5 @@
 # The two commands: `make run` (the whole system) and `make test` (the whole suite).
-.PHONY: install services stop migrate run dev test test-cdc lint format bench chaos chaos-sharded chaos-short
+.PHONY: install services stop migrate run dev test test-cdc test-bench lint format bench chaos chaos-sharded chaos-cdc chaos-short
 
 VENV := .venv/bin
 # Which relay `make run` / `make dev` start: polling (relay_outbox) or cdc (Debezium in
@@ -53,6 +53,11 @@ test-cdc: services
 	@status=0; $(VENV)/pytest -m cdc || status=$$?; \
 	  bash infra/connect/connect.sh stop; exit $$status
 
+# The benchmark harness's short run (BENCH_SCALE=0.05, about 4 minutes; every figure
+# the report promises, no figure asserted): tests/test_bench.py, `pytest -m bench`.
+test-bench: services
+	$(VENV)/pytest -m "bench and not cdc"
+
 # Every benchmark against Kafka's own tools (bench/): results/latest.json and REPORT.md.
 # About 15 minutes, plus 5-10 the first time (aging its database); BENCH_SCALE=0.2 is
 # quicker. Starts Kafka Connect for the CDC steps (`python -m bench --skip cdc` without).
@@ -62,7 +67,8 @@ bench: migrate
 
 # Faults under load, checked afterwards (bench/chaos): the long run on a local 3-node
 # Kafka cluster, about 100,000 events and 100 faults; its figures go to
-# bench/results/chaos.json. PostgreSQL is restarted during it: `make run` sees that too.
+# bench/results/chaos.json. PostgreSQL is restarted during it: a cluster of the run's
+# own (Debian's `chaos` cluster, port 5442), so `make run` beside it is not disturbed.
 CHAOS_ARGS ?= --nodes 3 --flows 26000 --faults 100
 chaos: services
 	$(VENV)/python -m bench.chaos $(CHAOS_ARGS)
@@ -70,6 +76,11 @@ chaos: services
 # The same faults against three relays sharing three outbox shards (OUTBOX_RELAY_SHARDS).
 chaos-sharded: services
 	$(VENV)/python -m bench.chaos $(CHAOS_ARGS) --relays 3 --shards 3 --out bench/results/chaos-sharded.json
+
+# The same faults against the CDC relay: two Kafka Connect workers with the Debezium
+# connector in relay_outbox's place (a relay kill is a kill -9 of the task's worker).
+chaos-cdc: services
+	$(VENV)/python -m bench.chaos $(CHAOS_ARGS) --relay cdc --relays 2 --out bench/results/chaos-cdc.json
 
 # The short run that the test suite also makes (single node, about 2,000 events).
 chaos-short: services

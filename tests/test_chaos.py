@@ -2,9 +2,10 @@
 API under gunicorn while ten faults of every kind hit the relays, the consumers, the
 broker and PostgreSQL; the checker must find nothing lost, doubled, reordered or stuck.
 
-It runs `python -m bench.chaos` as a user would, on a database, a broker and topics
-of its own. PostgreSQL is restarted during it, so every connection this test process
-holds is dropped afterwards.
+It runs `python -m bench.chaos` as a user would, on a PostgreSQL cluster, a broker and
+topics of its own, once with two `relay_outbox` processes sharing two shards and once
+(`make test-cdc`, marker `cdc`) with the CDC relay: two Kafka Connect workers, the
+task's worker killed and frozen where the other run kills relays.
 """
 
 from __future__ import annotations
@@ -16,22 +17,28 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.db import connections
 
 from bench.chaos.faults import KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def drop_connections_afterwards():
-    yield
-    connections.close_all()  # PostgreSQL was restarted under them
+# Two relays on two shards: the kills move shards (the long `make chaos` runs one
+# shard, a leader and a standby).
+POLLING = ["--relays", "2", "--shards", "2"]
+CDC = ["--relay", "cdc", "--relays", "2"]
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.parametrize(
+    "relay_args",
+    [
+        pytest.param(POLLING, id="polling"),
+        pytest.param(CDC, id="cdc", marks=pytest.mark.cdc),
+    ],
+)
 def test_a_short_chaos_run_loses_doubles_and_reorders_nothing(
-    tmp_path: Path, drop_connections_afterwards: None
+    tmp_path: Path, relay_args: list[str]
 ) -> None:
     out = tmp_path / "chaos.json"
     env = {
@@ -40,9 +47,7 @@ def test_a_short_chaos_run_loses_doubles_and_reorders_nothing(
     env.pop("DJANGO_SETTINGS_MODULE", None)
     run = subprocess.run(
         [sys.executable, "-m", "bench.chaos", "--flows", "500", "--faults", "10"]
-        # Two relays on two shards: the kills move shards (the long `make chaos` runs
-        # one shard, a leader and a standby).
-        + ["--relays", "2", "--shards", "2", "--seed", "7", "--out", str(out)],
+        + [*relay_args, "--seed", "7", "--out", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -54,9 +59,14 @@ def test_a_short_chaos_run_loses_doubles_and_reorders_nothing(
     summary = {k: v for k, v in result.items() if k != "fault_log"}
 
     assert result["events"] >= 2_000, summary
-    assert result["shards"] == 2, summary
+    assert result["relay"] == ("cdc" if "cdc" in relay_args else "polling"), summary
+    assert result["shards"] == (1 if "cdc" in relay_args else 2), summary
     assert sum(result["faults"].values()) == 10, summary
     assert set(result["faults"]) == set(KINDS), summary
+    # Every relay killed (a relay_outbox process, or the task's Connect worker) was
+    # started again by the stack.
+    kills = result["faults"]["relay_kill"] + result["faults"]["relay_kill_draining"]
+    assert result["relay_restarts"] >= kills, summary
     assert result["lost"] == 0, summary
     assert result["duplicate_effects"] == 0, summary
     assert result["order_violations"] == 0, summary

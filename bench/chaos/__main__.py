@@ -1,4 +1,5 @@
-"""`python -m bench.chaos [--flows N] [--faults N] [--nodes 1|3] [--relays N] [--shards S]`.
+"""`python -m bench.chaos [--flows N] [--faults N] [--nodes 1|3] [--relay polling|cdc]
+[--relays N] [--shards S]`.
 
 Exits 1 when the checker found anything lost, doubled, reordered, stuck, or a dead
 letter that was not injected; the figures are in bench/results/chaos.json either way.
@@ -24,7 +25,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clients", type=int, default=defaults.clients)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--nodes", type=int, choices=(1, 3), default=defaults.nodes)
-    parser.add_argument("--relays", type=int, default=defaults.relays)
+    parser.add_argument(
+        "--relay",
+        choices=("polling", "cdc"),
+        default=defaults.relay,
+        help="OUTBOX_RELAY: relay_outbox processes, or Kafka Connect workers",
+    )
+    parser.add_argument(
+        "--relays",
+        type=int,
+        default=defaults.relays,
+        help="relay_outbox processes, or Connect workers with --relay cdc",
+    )
     parser.add_argument(
         "--shards", type=int, default=defaults.shards, help="OUTBOX_RELAY_SHARDS"
     )
@@ -36,6 +48,8 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--keep-database", action="store_true")
     args = parser.parse_args(argv)
+    if args.relay == "cdc" and args.shards != 1:
+        parser.error("--shards is the polling relay's (the CDC connector has one task)")
     unknown = set(args.kinds.split(",")) - set(KINDS)
     if unknown:
         parser.error(f"unknown fault kinds: {', '.join(sorted(unknown))}")
@@ -48,6 +62,7 @@ def main(argv: list[str]) -> int:
             clients=args.clients,
             seed=args.seed,
             nodes=args.nodes,
+            relay=args.relay,
             relays=args.relays,
             shards=args.shards,
             out=args.out,

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.chaos.stack import Brokers, Stack, restart_postgres
+from bench.chaos.database import ChaosPostgres
+from bench.chaos.stack import Brokers, Stack
 
 logger = logging.getLogger("bench.chaos")
 
@@ -49,19 +50,16 @@ class Fault:
 PROBE_S = 0.5
 # How long the injector waits for the pipeline to catch up before the next fault.
 RECOVERY_LIMIT_S = 120.0
-# Events committed up to a moment and not yet handled: still in the outbox, or sent and
-# without an inbox row. Only the last few minutes are looked at (created_at is indexed
-# in neither table; the window keeps the scan small).
+# Events committed up to a moment and not yet handled: in the commit log (see
+# bench/chaos/database.py) without an inbox row. Only the last few minutes are looked at
+# (the verdict looks at all of them), so the query stays small.
 BEHIND_SQL = """
     SELECT EXISTS (
-        SELECT 1 FROM events_outboxevent
-        WHERE parked_at IS NULL AND created_at <= to_timestamp(%(t)s)
-    ) OR EXISTS (
-        SELECT 1 FROM events_publishedevent p
-        WHERE p.created_at <= to_timestamp(%(t)s)
-            AND p.created_at > to_timestamp(%(t)s) - interval '10 minutes'
+        SELECT 1 FROM chaos_commit_log c
+        WHERE c.created_at <= to_timestamp(%(t)s)
+            AND c.created_at > to_timestamp(%(t)s) - interval '10 minutes'
             AND NOT EXISTS (
-                SELECT 1 FROM events_inboxentry i WHERE i.event_id = p.event_id
+                SELECT 1 FROM events_inboxentry i WHERE i.event_id = c.event_id
             )
     )
 """
@@ -71,6 +69,7 @@ BEHIND_SQL = """
 class Injector:
     stack: Stack
     brokers: Brokers
+    postgres: ChaosPostgres
     rng: random.Random
     count: int
     kinds: tuple[str, ...] = KINDS
@@ -141,28 +140,23 @@ class Injector:
         action: Callable[[], str] = getattr(self, f"_{kind}")
         return action()
 
-    def _live_relays(self) -> list[Any]:
-        """The relays running now, waiting for the stack's restarts if need be."""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            live = [r for r in self.stack.relays if r.poll() is None]
-            if live:
-                return live
-            time.sleep(0.1)
-        raise RuntimeError("no relay came back within 30 s")
+    def _victim(self, live: list[Any]) -> Any:
+        """The relay the flow depends on if there is one (the CDC task's worker),
+        else any live one."""
+        return self.stack.busiest_relay() or self.rng.choice(live)
 
     def _relay_kill(self) -> str:
-        relay = self.rng.choice(self._live_relays())
+        relay = self._victim(self.stack.live_relays())
         os.kill(relay.pid, signal.SIGKILL)
         return f"pid {relay.pid}"
 
     def _relay_kill_draining(self) -> str:
         """Freeze the relays while the backlog grows, let one drain, kill it mid-way."""
-        live = self._live_relays()
+        live = self.stack.live_relays()
+        victim = self._victim(live)
         for relay in live:
             os.kill(relay.pid, signal.SIGSTOP)
         time.sleep(self.rng.uniform(2.0, 4.0))
-        victim = self.rng.choice(live)
         for relay in live:
             if relay is not victim:
                 os.kill(relay.pid, signal.SIGCONT)
@@ -194,7 +188,7 @@ class Injector:
         return f"node {node}"
 
     def _postgres_restart(self) -> str:
-        restart_postgres()
+        self.postgres.restart()
         return ""
 
     def _poison(self) -> str:

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.chaos.database import ChaosPostgres
 from bench.chaos.faults import KINDS
+from bench.chaos.relays import ConnectWorkers, PollingRelays, Relays
 from bench.chaos.stack import ROOT, Brokers, Stack
 
 logger = logging.getLogger("bench.chaos")
@@ -29,7 +31,10 @@ class ChaosConfig:
     clients: int = 12
     seed: int = 1
     nodes: int = 1
-    # relay_outbox processes, and the outbox shards they share (OUTBOX_RELAY_SHARDS).
+    # What sends the outbox (OUTBOX_RELAY): relay_outbox processes, or Kafka Connect
+    # workers with the Debezium connector ("cdc"); how many; and, for relay_outbox, the
+    # outbox shards they share (OUTBOX_RELAY_SHARDS).
+    relay: str = "polling"
     relays: int = 2
     shards: int = 1
     settle_timeout: float = 300.0
@@ -43,10 +48,14 @@ def run(config: ChaosConfig) -> dict[str, Any]:
     began = time.time()
     brokers = Brokers(nodes=config.nodes)
     brokers.start()
+    logger.info("kafka up (%d node(s)) after %.1f s", config.nodes, time.time() - began)
+    postgres = ChaosPostgres()
+    postgres.start()
+    logger.info("postgresql up after %.1f s", time.time() - began)
     database = f"chaos_{config.label}"
-    env = _environment(config, brokers, database)
+    env = _environment(config, brokers, postgres, database)
     os.environ.update(env)
-    _create_database(database)
+    postgres.create_database(database)
 
     import django
 
@@ -55,7 +64,8 @@ def run(config: ChaosConfig) -> dict[str, Any]:
 
     call_command("migrate", verbosity=0)
     call_command("create_topics", verbosity=0)
-    tokens, seats = _seed(config)
+    postgres.install_commit_log(database)
+    logger.info("database and topics ready after %.1f s", time.time() - began)
 
     from bench.chaos import checker
     from bench.chaos.driver import Driver
@@ -63,24 +73,38 @@ def run(config: ChaosConfig) -> dict[str, Any]:
     from events.core.conf import pipeline_settings
 
     conf = pipeline_settings()
+    relays: Relays = PollingRelays()
+    if config.relay == "cdc":
+        relays = ConnectWorkers(
+            label=config.label,
+            database=database,
+            count=config.relays,
+            replication_factor=3 if config.nodes >= 3 else 1,
+        )
     stack = Stack(
         env=dict(os.environ),
         logs=ROOT / ".local" / "chaos" / config.label,
         web_port=8765,
         relay_count=config.relays,
+        relay_kind=relays,
     )
-    driver = Driver(stack.url, tokens, seats, seed=config.seed)
     injector = Injector(
         stack=stack,
         brokers=brokers,
+        postgres=postgres,
         rng=random.Random(config.seed),
         count=config.faults,
         kinds=config.kinds,
         poison_topics=[conf.topic(s) for s in conf.streams],
-        database_url=os.environ["DATABASE_URL"].replace("postgres://", "postgresql://"),
+        database_url=postgres.url(database, scheme="postgresql"),
     )
     stack.start()
     try:
+        # After the stack: in cdc mode the connector's slot must exist first.
+        logger.info("stack up after %.1f s", time.time() - began)
+        tokens, seats = _seed(config)
+        logger.info("seeded after %.1f s; load starts", time.time() - began)
+        driver = Driver(stack.url, tokens, seats, seed=config.seed)
         driver.start(min_flows=config.flows)
         time.sleep(2.0)  # load first, then faults
         injector.start()
@@ -103,6 +127,7 @@ def run(config: ChaosConfig) -> dict[str, Any]:
     result.update(
         seed=config.seed,
         kafka_nodes=config.nodes,
+        relay=config.relay,
         relays=config.relays,
         shards=config.shards,
         duration_s=round(time.time() - began, 1),
@@ -129,7 +154,7 @@ def run(config: ChaosConfig) -> dict[str, Any]:
     result["passed"] = passed(result)
     config.out.parent.mkdir(parents=True, exist_ok=True)
     config.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    _clean_up(config, brokers, database)
+    _clean_up(config, brokers, postgres, relays, database)
     return result
 
 
@@ -154,19 +179,18 @@ def passed(result: dict[str, Any]) -> bool:
 
 
 def _environment(
-    config: ChaosConfig, brokers: Brokers, database: str
+    config: ChaosConfig, brokers: Brokers, postgres: ChaosPostgres, database: str
 ) -> dict[str, str]:
     return {
         "DJANGO_SETTINGS_MODULE": "config.settings.dev",
-        "DATABASE_URL": (
-            f"postgres://reservations:reservations@127.0.0.1:5432/{database}"
-        ),
+        "DATABASE_URL": postgres.url(database),
         "KAFKA_BOOTSTRAP_SERVERS": brokers.bootstrap,
         "KAFKA_TOPIC_PREFIX": f"chaos-{config.label}-",
         "KAFKA_CONSUMER_GROUP": f"chaos-{config.label}",
         "KAFKA_REPLICATION_FACTOR": "3" if config.nodes >= 3 else "1",
-        # The checker reads commit order and handling order from the delivery log.
-        "OUTBOX_DELIVERY_LOG": "true",
+        # The checker reads commit order from its commit log, not from the relay's
+        # delivery log (off, as by default): the relays run as users run them.
+        "OUTBOX_RELAY": config.relay,
         "OUTBOX_RELAY_SHARDS": str(config.shards),
         "API_WRITE_THROTTLE_RATE": "1000000/min",
         "RESERVATION_HOLD_SECONDS": "86400",
@@ -182,17 +206,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _create_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(
-        "postgresql://reservations:reservations@127.0.0.1:5432/postgres",
-        autocommit=True,
-    ) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def _seed(config: ChaosConfig) -> tuple[list[str], list[int]]:
@@ -261,19 +274,21 @@ def _recovery_by_kind(faults: list[Any]) -> dict[str, float | None]:
     return worst
 
 
-def _clean_up(config: ChaosConfig, brokers: Brokers, database: str) -> None:
+def _clean_up(
+    config: ChaosConfig,
+    brokers: Brokers,
+    postgres: ChaosPostgres,
+    relays: Relays,
+    database: str,
+) -> None:
     from django.db import connections
 
     from events.core.topics import delete_topics_with_prefix
 
     delete_topics_with_prefix(f"chaos-{config.label}-")
+    relays.clean_up(dict(os.environ))
     connections.close_all()
     if not config.keep_database:
-        import psycopg
-
-        with psycopg.connect(
-            "postgresql://reservations:reservations@127.0.0.1:5432/postgres",
-            autocommit=True,
-        ) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        postgres.drop_database(database)
+        postgres.stop()
     brokers.stop()

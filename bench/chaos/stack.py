@@ -1,6 +1,7 @@
-"""The system under test: gunicorn, relays (two by default), `run_consumers --concurrency
-2`, and the Kafka node(s) and PostgreSQL they use, with the handles the fault injector
-needs.
+"""The system under test: gunicorn, relays (two by default: `relay_outbox` processes, or
+Kafka Connect workers with the CDC connector, bench/chaos/relays.py),
+`run_consumers --concurrency 2`, and the Kafka node(s) they use, with the handles the
+fault injector needs.
 
 Relays are restarted by the stack after they die, as systemd or Kubernetes would; the
 consumers' own supervisor restarts their children; gunicorn's master its workers.
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from bench.chaos.relays import PollingRelays, Relays
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SCRIPT = ROOT / "infra" / "kafka" / "kafka.sh"
@@ -90,23 +93,13 @@ class Brokers:
         return run.stdout or ""
 
 
-def restart_postgres() -> None:
-    """Restart the local cluster (fast shutdown: every session is terminated)."""
-    version = os.environ.get("PG_VERSION", "15")
-    cluster = os.environ.get("PG_CLUSTER", "main")
-    subprocess.run(
-        ["pg_ctlcluster", version, cluster, "restart", "-m", "fast"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-
-
 @dataclass
 class Stack:
     env: dict[str, str]
     logs: Path
     web_port: int
     relay_count: int = 2
+    relay_kind: Relays = field(default_factory=PollingRelays)
     relays: list[subprocess.Popen[bytes]] = field(default_factory=list)
     consumers: subprocess.Popen[bytes] | None = None
     web: subprocess.Popen[bytes] | None = None
@@ -119,16 +112,18 @@ class Stack:
         return f"http://127.0.0.1:{self.web_port}"
 
     def start(self) -> None:
+        """Relays first: in cdc mode `publish` refuses until the connector's slot
+        exists, which its registration (after the workers answer) creates."""
         self.logs.mkdir(parents=True, exist_ok=True)
+        self.relay_kind.prepare(self.env)
+        self.relays = [self._relay(n) for n in range(self.relay_count)]
+        self.relay_kind.after_start(self.env, self.logs)
         self.web = self._spawn(
             "web",
             [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py"]
             + ["config.wsgi:application"],
             GUNICORN_BIND=f"127.0.0.1:{self.web_port}",
         )
-        # Small batches: more batches in flight, so a kill lands between a broker's
-        # acknowledgement and the row's delete more often.
-        self.relays = [self._relay(n) for n in range(self.relay_count)]
         self.consumers = self._spawn(
             "consumers", self._manage("run_consumers", "--concurrency", "2")
         )
@@ -162,10 +157,27 @@ class Stack:
         except FileNotFoundError:
             return []
 
+    def live_relays(self) -> list[subprocess.Popen[bytes]]:
+        """The relays running now, waiting for the stack's restarts if need be."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            live = [r for r in self.relays if r.poll() is None]
+            if live:
+                return live
+            time.sleep(0.1)
+        raise RuntimeError("no relay came back within 30 s")
+
+    def busiest_relay(self) -> subprocess.Popen[bytes] | None:
+        """The relay whose death stops the flow (the Connect task's worker), if one
+        is; else None (any relay will do)."""
+        n = self.relay_kind.busiest()
+        if n is None or n >= len(self.relays) or self.relays[n].poll() is not None:
+            return None
+        return self.relays[n]
+
     def _relay(self, number: int) -> subprocess.Popen[bytes]:
-        return self._spawn(
-            f"relay-{number}", self._manage("relay_outbox", "--batch-size", "50")
-        )
+        command, extra = self.relay_kind.command(number)
+        return self._spawn(f"relay-{number}", command, **extra)
 
     def _watch(self) -> None:
         while not self._stopping:
