@@ -105,6 +105,10 @@ def connector_config(
         # publish() parks what would exceed this; a record Kafka refuses fails the task.
         "producer.override.max.request.size": str(conf.max_message_bytes),
         "errors.tolerance": "none",
+        # A lost database connection (PostgreSQL restarting) is retriable: Debezium
+        # restarts its task after this wait, without limit. Its default, 10 s, was most
+        # of the 17 s the CDC relay took to catch up after a restart (make chaos-cdc).
+        "retriable.restart.connector.wait.ms": "1000",
         **transforms(table_topic, f"{prefix}.message"),
     }
 
