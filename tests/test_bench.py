@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+# Four minutes, most of it the steps' fixed costs: `make test-bench` runs it, and CI.
+pytestmark = pytest.mark.bench
+
 ROOT = Path(__file__).resolve().parent.parent
 
 KEYS = [
