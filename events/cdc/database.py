@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import time
 
-from django.db import connection
+from django.db import DatabaseError, connection
+from django.db.backends.utils import CursorWrapper
 
 from events.core.outbox import cdc_slot_name
 
@@ -19,6 +20,15 @@ logger = logging.getLogger(__name__)
 
 PUBLICATION = "outbox_events"
 OUTBOX_TABLE = "events_outboxevent"
+# What the publication streams: inserts of unparked rows of the outbox, nothing else.
+ROW_FILTER = "(parked_at IS NULL)"
+PUBLISH = "insert"
+# pg_publication's flags, in the order ensure_publication selects them.
+PUBLISHED_OPS = ("insert", "update", "delete", "truncate")
+
+
+class CdcDatabaseError(RuntimeError):
+    """The publication or the slot is not as the connector needs it; says what to do."""
 
 
 def slot_name() -> str:
@@ -26,23 +36,83 @@ def slot_name() -> str:
     return cdc_slot_name(connection.settings_dict["NAME"])
 
 
-def ensure_publication() -> bool:
-    """Create the outbox publication if missing; return whether it was created.
+def ensure_publication() -> list[str]:
+    """Create the outbox publication, or repair one that differs; return the changes.
 
     Only inserts of unparked rows are published: deletes (every row's, in cdc mode)
     and updates never reach the stream, so there are no tombstones, and a parked row
-    (too large for Kafka) stays out of it.
+    (too large for Kafka) stays out of it. An existing publication of this name is
+    the project's (nothing else uses the name), so one that an older version or a
+    hand left different is put right rather than refused: a refusal would only ask
+    the operator to run the same ALTER. pgoutput reads the publication as of the WAL
+    it decodes, so the repair applies to what is written after it.
     """
     with connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [PUBLICATION])
-        if cursor.fetchone():
-            return False
         cursor.execute(
-            f"CREATE PUBLICATION {PUBLICATION} FOR TABLE {OUTBOX_TABLE}"
-            " WHERE (parked_at IS NULL) WITH (publish = 'insert')"
+            "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate"
+            " FROM pg_publication WHERE pubname = %s",
+            [PUBLICATION],
         )
-    logger.info("created publication %s", PUBLICATION)
-    return True
+        found = cursor.fetchone()
+        if found is None:
+            cursor.execute(
+                f"CREATE PUBLICATION {PUBLICATION} FOR TABLE {OUTBOX_TABLE}"
+                f" WHERE {ROW_FILTER} WITH (publish = '{PUBLISH}')"
+            )
+            logger.info("created publication %s", PUBLICATION)
+            return [f"created publication {PUBLICATION}"]
+        all_tables, *flags = found
+        if all_tables:
+            raise CdcDatabaseError(
+                f"publication {PUBLICATION} is FOR ALL TABLES, which cannot be altered "
+                f"to one table: DROP PUBLICATION {PUBLICATION} and run register again"
+            )
+        changes = []
+        published = [op for op, on in zip(PUBLISHED_OPS, flags, strict=True) if on]
+        if published != [PUBLISH]:
+            changes.append(
+                (
+                    f"ALTER PUBLICATION {PUBLICATION} SET (publish = '{PUBLISH}')",
+                    f"publish: {', '.join(published) or 'nothing'} -> {PUBLISH}",
+                )
+            )
+        tables = _published_tables(cursor)
+        wanted = [f"public.{OUTBOX_TABLE} WHERE {ROW_FILTER}"]
+        if tables != wanted:
+            changes.append(
+                (
+                    f"ALTER PUBLICATION {PUBLICATION} SET TABLE {OUTBOX_TABLE}"
+                    f" WHERE {ROW_FILTER}",
+                    f"tables: {'; '.join(tables) or 'none'} -> {wanted[0]}",
+                )
+            )
+        for statement, change in changes:
+            try:
+                cursor.execute(statement)
+            except DatabaseError as error:
+                raise CdcDatabaseError(
+                    f"publication {PUBLICATION} differs ({change}) and cannot be "
+                    f"repaired ({error}); as its owner, run: {statement}"
+                ) from error
+            logger.warning("repaired publication %s: %s", PUBLICATION, change)
+    return [f"repaired publication {PUBLICATION}: {change}" for _, change in changes]
+
+
+def _published_tables(cursor: CursorWrapper) -> list[str]:
+    """The publication's tables, each with its row filter and column list if any."""
+    cursor.execute(
+        "SELECT t.schemaname || '.' || t.tablename"
+        " || coalesce(' WHERE ' || t.rowfilter, '')"
+        " || CASE WHEN r.prattrs IS NULL THEN '' ELSE ' (a column list)' END"
+        " FROM pg_publication_tables t"
+        " JOIN pg_publication p ON p.pubname = t.pubname"
+        " LEFT JOIN pg_publication_rel r ON r.prpubid = p.oid"
+        " AND r.prrelid = (quote_ident(t.schemaname) || '.' || quote_ident(t.tablename))"
+        "::regclass"
+        " WHERE t.pubname = %s ORDER BY 1",
+        [PUBLICATION],
+    )
+    return [row[0] for row in cursor.fetchall()]
 
 
 def ensure_slot() -> bool:

@@ -112,8 +112,11 @@ class Command(BaseCommand):
                 "see (it captures new inserts only): drain them with relay_outbox "
                 "(OUTBOX_RELAY=polling) first"
             )
-        if database.ensure_publication():
-            self.stdout.write(f"created publication {database.PUBLICATION}")
+        try:
+            for change in database.ensure_publication():
+                self.stdout.write(change)
+        except database.CdcDatabaseError as error:
+            raise CommandError(str(error)) from None
         slot_created = database.ensure_slot()
         if slot_created:
             self.stdout.write(f"created replication slot {database.slot_name()}")
