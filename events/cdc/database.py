@@ -154,26 +154,38 @@ def slot_state() -> dict[str, object] | None:
     }
 
 
-def drop_slot(*, timeout: float = 30.0) -> bool:
-    """Drop this database's slot once no connector reads it; return whether it existed.
+def wait_slot_inactive(*, timeout: float = 30.0) -> bool:
+    """Wait until no connection reads this database's slot; False if it is missing.
 
-    An abandoned slot retains WAL forever. A connector just deleted may hold the slot a
-    few seconds longer (its task stops asynchronously): wait for it, up to `timeout`.
+    A connector's task lets go of the slot asynchronously after a stop or a delete
+    (tens of milliseconds here): until then the slot can be neither peeked at nor
+    dropped, and a new task of the same name would find it busy.
     """
-    name = slot_name()
     deadline = time.monotonic() + timeout
     while True:
         state = slot_state()
         if state is None:
             return False
         if not state["active"]:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_drop_replication_slot(%s)", [name])
-            logger.info("dropped replication slot %s", name)
             return True
         if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"replication slot {name} is still in use after {timeout:.0f} s; "
-                "delete the connector first (manage.py cdc_connector delete)"
+            raise CdcDatabaseError(
+                f"replication slot {slot_name()} is still in use after {timeout:.0f} s;"
+                " delete the connector first (manage.py cdc_connector delete)"
             )
-        time.sleep(0.2)
+        time.sleep(0.05)
+
+
+def drop_slot(*, timeout: float = 30.0) -> bool:
+    """Drop this database's slot once no connector reads it; return whether it existed.
+
+    An abandoned slot retains WAL forever. A connector just deleted may hold the slot a
+    little longer (its task stops asynchronously): wait for it, up to `timeout`.
+    """
+    if not wait_slot_inactive(timeout=timeout):
+        return False
+    name = slot_name()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_drop_replication_slot(%s)", [name])
+    logger.info("dropped replication slot %s", name)
+    return True

@@ -11,6 +11,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 
@@ -72,6 +73,26 @@ class ConnectClient:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
+
+    def wait_deleted(self, name: str, *, timeout: float = 30.0) -> None:
+        """Wait until the worker no longer knows the connector (DELETE is async)."""
+        self._wait(name, lambda s: s is None, timeout, "deleted")
+
+    def _wait(
+        self,
+        name: str,
+        done: Callable[[dict[str, Any] | None], bool],
+        timeout: float,
+        what: str,
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while not done(status := self.status(name)):
+            if time.monotonic() > deadline:
+                raise ConnectError(
+                    f"connector {name} not {what} after {timeout:.0f} s: "
+                    f"{json.dumps(status)}"
+                )
+            time.sleep(0.05)
 
     def restart(self, name: str) -> None:
         """Restart the connector and its failed tasks (after fixing what failed them)."""

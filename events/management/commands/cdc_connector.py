@@ -198,18 +198,26 @@ class Command(BaseCommand):
             raise CommandError(f"connector {name} is not running")
 
     def delete(self, client: ConnectClient, name: str, *, drop_slot: bool) -> None:
+        """Delete the connector (and the slot); return once its task let go of the slot.
+
+        Connect deletes asynchronously: DELETE answers before the worker has stopped
+        the task, which still streams from the slot for a moment. Waiting for that
+        here means a `register` right after (or a slot drop) does not meet it.
+        """
         if drop_slot and client.status(name) is not None:
             # Its offsets name the slot's WAL: without the slot they mean nothing.
             client.stop(name)
             client.reset_offsets(name)
         if client.delete(name):
+            client.wait_deleted(name)
             self.stdout.write(f"deleted connector {name}")
         else:
             self.stdout.write(f"no connector {name}")
-        if drop_slot:
-            try:
+        try:
+            database.wait_slot_inactive()
+            if drop_slot:
                 dropped = database.drop_slot()
-            except RuntimeError as error:
-                raise CommandError(str(error)) from None
-            state = "dropped" if dropped else "no"
-            self.stdout.write(f"{state} replication slot {database.slot_name()}")
+                state = "dropped" if dropped else "no"
+                self.stdout.write(f"{state} replication slot {database.slot_name()}")
+        except database.CdcDatabaseError as error:
+            raise CommandError(str(error)) from None
