@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from django.db import DatabaseError, connection
 from django.db.backends.utils import CursorWrapper
@@ -29,6 +30,20 @@ PUBLISHED_OPS = ("insert", "update", "delete", "truncate")
 
 class CdcDatabaseError(RuntimeError):
     """The publication or the slot is not as the connector needs it; says what to do."""
+
+
+@dataclass(frozen=True)
+class SlotPosition:
+    """Where the slot is in the WAL, and where the WAL ends (LSNs as integers)."""
+
+    restart_lsn: int
+    confirmed_flush_lsn: int
+    current_wal_lsn: int
+
+
+def lsn_text(lsn: int) -> str:
+    """Format an LSN as PostgreSQL prints it (`F/2D2B1818`)."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 def slot_name() -> str:
@@ -152,6 +167,44 @@ def slot_state() -> dict[str, object] | None:
         "confirmed_flush_lsn": row[1],
         "retained_wal_bytes": row[2],
     }
+
+
+def slot_position() -> SlotPosition | None:
+    """Return where this database's slot is in the WAL, or None if it is missing."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (restart_lsn - '0/0')::bigint, (confirmed_flush_lsn - '0/0')::bigint,"
+            " (pg_current_wal_lsn() - '0/0')::bigint"
+            " FROM pg_replication_slots WHERE slot_name = %s",
+            [slot_name()],
+        )
+        row = cursor.fetchone()
+    return None if row is None else SlotPosition(*row)
+
+
+def offsets_mismatch(resume_lsn: int) -> str | None:
+    """Say why Debezium cannot resume this slot at `resume_lsn`, or None if it can.
+
+    `resume_lsn` is the connector's stored offset (`lsn_commit`, else `lsn`). Debezium
+    refuses one at or before the slot's restart_lsn (its task fails: "no longer
+    available on the server"): offsets of an older slot of this name, which a new
+    slot never has WAL for. One beyond the end of this server's WAL is another
+    server's: Debezium would skip every change until the WAL got there.
+    """
+    slot = slot_position()
+    if slot is None:
+        return None
+    if resume_lsn <= slot.restart_lsn:
+        return (
+            f"they resume at {lsn_text(resume_lsn)}, at or before where the slot"
+            f" {slot_name()} starts ({lsn_text(slot.restart_lsn)}): an older slot's"
+        )
+    if resume_lsn > slot.current_wal_lsn:
+        return (
+            f"they resume at {lsn_text(resume_lsn)}, past the end of this server's WAL"
+            f" ({lsn_text(slot.current_wal_lsn)}): another server's"
+        )
+    return None
 
 
 def wait_slot_inactive(*, timeout: float = 30.0) -> bool:

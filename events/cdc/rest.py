@@ -1,6 +1,6 @@
 """A small client of Kafka Connect's REST API (the calls `cdc_connector` needs).
 
-Standard library only: the API is four JSON calls. Every failure becomes a
+Standard library only: the API is a few JSON calls. Every failure becomes a
 `ConnectError` whose message says what to do (start Connect, fix the config).
 """
 
@@ -59,20 +59,22 @@ class ConnectClient:
     def resume(self, name: str) -> None:
         self._call("PUT", f"/connectors/{name}/resume")
 
+    def offsets(self, name: str, *, timeout: float = 30.0) -> dict[str, Any]:
+        """Return the connector's stored source offsets (KIP-875).
+
+        A connector created a moment ago may not be known to every part of the
+        worker yet (refused meanwhile): retried.
+        """
+        result = self._retrying("GET", f"/connectors/{name}/offsets", timeout)
+        assert isinstance(result, dict)
+        return result
+
     def reset_offsets(self, name: str, *, timeout: float = 30.0) -> None:
         """Forget the stopped connector's source offsets (KIP-875).
 
         Refused (400/409) until the stop has reached every task: retried meanwhile.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._call("DELETE", f"/connectors/{name}/offsets")
-                return
-            except ConnectError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        self._retrying("DELETE", f"/connectors/{name}/offsets", timeout)
 
     def wait_deleted(self, name: str, *, timeout: float = 30.0) -> None:
         """Wait until the worker no longer knows the connector (DELETE is async)."""
@@ -93,6 +95,16 @@ class ConnectClient:
                     f"{json.dumps(status)}"
                 )
             time.sleep(0.05)
+
+    def _retrying(self, method: str, path: str, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._call(method, path)
+            except ConnectError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def restart(self, name: str) -> None:
         """Restart the connector and its failed tasks (after fixing what failed them)."""

@@ -1,7 +1,8 @@
 """`cdc_connector register` and `delete` against the real Kafka Connect worker.
 
 Marked `cdc` (`make test-cdc`, which starts Connect). Each test leaves no connector and
-no slot behind (`CdcRelay.stop`).
+no slot behind (`CdcRelay.stop`). Events go through the real `events.publish` and are
+read back from the broker.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 
+from events import publish
 from events.cdc import database
 from events.cdc.connector import connector_name
 from events.cdc.rest import ConnectClient
 from events.core.conf import PipelineSettings, pipeline_settings
+from reservations.events import ReservationCreated
 from tests.events.relay_modes import CdcRelay
+from tests.kafka_helpers import header, read_topic
 from tests.waiting import wait_until
 
 pytestmark = [
@@ -26,6 +30,19 @@ pytestmark = [
     pytest.mark.kafka,
     pytest.mark.cdc,
 ]
+
+
+def created(n: int) -> ReservationCreated:
+    return ReservationCreated(
+        reservation_id=n,
+        seat_id=n,
+        seat_number=str(n),
+        performance_id=1,
+        user_id=1,
+        price=100,
+        status="PENDING",
+        hold_expires_at="2030-01-01T00:00:00+00:00",
+    )
 
 
 @pytest.fixture
@@ -55,6 +72,12 @@ def command(*args: str) -> str:
     return out.getvalue()
 
 
+def arrived(expected: int) -> list[str]:
+    topic = pipeline_settings().topic("reservation")
+    messages = read_topic(topic, expected=expected, timeout=60)
+    return [str(header(m, "event_id")) for m in messages]
+
+
 def test_cdc_delete_returns_once_the_task_has_let_go_of_the_slot(
     relay: CdcRelay, client: ConnectClient, name: str
 ) -> None:
@@ -68,3 +91,29 @@ def test_cdc_delete_returns_once_the_task_has_let_go_of_the_slot(
 
     assert client.status(name) is None
     assert database.slot_state()["active"] is False  # kept, but nobody reads it
+
+
+def test_cdc_register_retried_after_a_new_slot_resets_the_older_slots_offsets(
+    relay: CdcRelay, client: ConnectClient, name: str
+) -> None:
+    """A first register created a new slot and failed before it configured the
+    connector: the retry finds the slot existing, and offsets Connect kept from the
+    older slot of that name, which Debezium cannot resume from."""
+    relay.start()
+    with transaction.atomic():
+        first = publish(created(1))
+    assert arrived(1) == [str(first.event_id)]
+    command("delete")  # Connect keeps the connector's offsets
+    database.drop_slot()  # the older slot goes (say, dropped by hand)
+    database.ensure_publication()  # what the failed first run of register got done
+    database.ensure_slot()
+
+    out = command("register", "--wait", "60")
+
+    assert f"reset the stored offsets of {name}" in out
+    assert "an older slot's" in out
+    with transaction.atomic():
+        second = publish(created(2))
+    assert arrived(2) == [str(first.event_id), str(second.event_id)]
+    # Its own offsets now: registering again keeps them.
+    assert "reset" not in command("register", "--wait", "60")

@@ -18,7 +18,12 @@ from django.utils import timezone
 
 from events import publish
 from events.cdc import database
-from events.cdc.connector import connector_config
+from events.cdc.connector import (
+    StoredOffset,
+    connector_config,
+    stored_offset,
+    topic_prefix,
+)
 from events.core.conf import pipeline_settings
 from events.core.outbox import OutboxError, cdc_slot_name, record_size, unpark
 from events.models import OutboxEvent
@@ -252,3 +257,33 @@ def test_a_publication_with_another_table_or_a_column_list_is_repaired(
         "public.events_outboxevent WHERE (parked_at IS NULL)"
     )
     assert database.ensure_publication() == []
+
+
+def test_stored_offsets_at_or_before_the_slot_start_are_an_older_slots(
+    slot: str,
+) -> None:
+    position = database.slot_position()
+    assert position is not None
+    older = database.offsets_mismatch(position.restart_lsn)
+    assert older and older.endswith("an older slot's")
+    assert database.offsets_mismatch(position.restart_lsn + 1) is None
+    other = database.offsets_mismatch(position.current_wal_lsn + 2**32)
+    assert other and other.endswith("another server's")
+
+
+def test_stored_offset_reads_this_databases_lsns_from_connects_answer() -> None:
+    name = connection.settings_dict["NAME"]
+    answer = {
+        "offsets": [
+            {"partition": {"server": "cdc.other"}, "offset": {"lsn": 1}},
+            {
+                "partition": {"server": topic_prefix(name)},
+                "offset": {"lsn_proc": 30, "lsn_commit": 20, "lsn": 30, "txId": 7},
+            },
+        ]
+    }
+    assert stored_offset(answer, name) == StoredOffset(resume_lsn=20, sent_lsn=30)
+    assert stored_offset({"offsets": []}, name) is None
+    lsn_only = {"offsets": [{"partition": {"server": topic_prefix(name)},
+                             "offset": {"lsn": 5}}]}  # fmt: skip
+    assert stored_offset(lsn_only, name) == StoredOffset(resume_lsn=5, sent_lsn=5)

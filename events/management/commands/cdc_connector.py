@@ -1,15 +1,16 @@
 """`manage.py cdc_connector register|watch|status|restart|delete`: the CDC connector.
 
-`register` creates the outbox publication and this database's replication slot if
-missing, Debezium's heartbeat topic, and PUTs the connector's configuration (built from
-the settings, events.cdc.connector) to Kafka Connect: idempotent, so `make run
-RELAY=cdc` runs it on every start. `status` prints the connector's and the slot's
-state (exit 1 unless the connector and its task run). `delete` removes the connector;
-with `--drop-slot` also the slot, which otherwise keeps retaining WAL. `restart`
-restarts failed tasks (after fixing what failed them; they resume from the last
-committed offset, so nothing is lost). `watch` (the
-`make run RELAY=cdc` process) waits for Connect, registers, then logs every change of
-the connector's state until SIGTERM.
+`register` creates the outbox publication (or repairs one that differs) and this
+database's replication slot if missing, Debezium's heartbeat topic, and creates or
+updates the connector (built from the settings, events.cdc.connector) in Kafka Connect,
+resetting its stored offsets when they do not fit the slot (events.cdc.lifecycle):
+idempotent, so `make run RELAY=cdc` runs it on every start. `status` prints the
+connector's and the slot's state (exit 1 unless the connector and its task run).
+`delete` removes the connector; with `--drop-slot` also the slot, which otherwise keeps
+retaining WAL. `restart` restarts failed tasks (after fixing what failed them; they
+resume from the last committed offset, so nothing is lost). `watch` (the `make run
+RELAY=cdc` process) waits for Connect, registers, then logs every change of the
+connector's state until SIGTERM.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
-from events.cdc import database
+from events.cdc import database, lifecycle
 from events.cdc.connector import connector_config, connector_name, heartbeat_topic
 from events.cdc.rest import ConnectClient, ConnectError
 from events.core.conf import pipeline_settings
@@ -117,8 +118,7 @@ class Command(BaseCommand):
                 self.stdout.write(change)
         except database.CdcDatabaseError as error:
             raise CommandError(str(error)) from None
-        slot_created = database.ensure_slot()
-        if slot_created:
+        if database.ensure_slot():
             self.stdout.write(f"created replication slot {database.slot_name()}")
         try:
             create_topics([heartbeat_topic(connection.settings_dict["NAME"])])
@@ -127,18 +127,9 @@ class Command(BaseCommand):
                 f"cannot create the heartbeat topic on {conf.bootstrap_servers}: {error}"
             ) from error
         config = connector_config(conf, connection.settings_dict)
-        if slot_created:
-            # Offsets kept from an earlier slot point at WAL the new slot does not
-            # have (Debezium refuses them): start this slot's connector afresh.
-            if client.status(name) is None:
-                client.create_stopped(name, config)
-            else:
-                client.stop(name)
-            client.reset_offsets(name)
-            client.put_config(name, config)
-            client.resume(name)
-        else:
-            client.put_config(name, config)
+        reset = lifecycle.configure(client, name, config)
+        if reset:
+            self.stdout.write(f"reset the stored offsets of {name}: {reset}")
         self.stdout.write(f"registered connector {name} at {client.url}")
         if wait <= 0:
             return
