@@ -229,11 +229,37 @@ def wait_slot_inactive(*, timeout: float = 30.0) -> bool:
         time.sleep(0.05)
 
 
+def unread_events(*, sent_up_to: int | None = None) -> int:
+    """Count the outbox inserts in the slot's WAL that Debezium has not sent.
+
+    Peeks (`pg_logical_slot_peek_binary_changes`, which consumes nothing) at what
+    pgoutput would stream through the publication, and counts its insert messages
+    (type byte 'I'); the heartbeats' logical messages are not among them (pgoutput
+    sends those only with `messages` on). The slot must be inactive. The decoding
+    starts after the slot's confirmed_flush_lsn, which Debezium moves at its offset
+    flushes, so the last transaction it sent is still there: `sent_up_to`, the
+    connector's stored `lsn_proc`, leaves out the inserts it already sent. Without
+    it (no connector) the count may include those: an upper bound. Reads all the WAL
+    the slot retains, so it takes as long as that is large.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_logical_slot_peek_binary_changes(%s, NULL, NULL,"
+            " 'proto_version', '1', 'publication_names', %s)"
+            " WHERE get_byte(data, 0) = ascii('I')"
+            " AND (%s::bigint IS NULL OR (lsn - '0/0')::bigint > %s::bigint)",
+            [slot_name(), PUBLICATION, sent_up_to, sent_up_to],
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
 def drop_slot(*, timeout: float = 30.0) -> bool:
     """Drop this database's slot once no connector reads it; return whether it existed.
 
     An abandoned slot retains WAL forever. A connector just deleted may hold the slot a
-    little longer (its task stops asynchronously): wait for it, up to `timeout`.
+    little longer (its task stops asynchronously): wait for it, up to `timeout`. What
+    the slot holds unread is lost with it (`unread_events` counts it first).
     """
     if not wait_slot_inactive(timeout=timeout):
         return False

@@ -76,6 +76,19 @@ class ConnectClient:
         """
         self._retrying("DELETE", f"/connectors/{name}/offsets", timeout)
 
+    def wait_stopped(self, name: str, *, timeout: float = 30.0) -> None:
+        """Wait until a stop has reached the connector and its tasks are gone."""
+        self._wait(
+            name,
+            lambda s: (
+                s is not None
+                and s["connector"]["state"] == "STOPPED"
+                and not s.get("tasks")
+            ),
+            timeout,
+            "STOPPED, without tasks",
+        )
+
     def wait_deleted(self, name: str, *, timeout: float = 30.0) -> None:
         """Wait until the worker no longer knows the connector (DELETE is async)."""
         self._wait(name, lambda s: s is None, timeout, "deleted")

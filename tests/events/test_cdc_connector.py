@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
 from events import publish
@@ -72,6 +72,17 @@ def command(*args: str) -> str:
     return out.getvalue()
 
 
+def stop(client: ConnectClient, name: str) -> None:
+    """Stop the connector (KIP-875) and wait until its task has let go of the slot."""
+    client.stop(name)
+    wait_until(
+        lambda: (
+            not client.status(name)["tasks"] and not database.slot_state()["active"]
+        ),
+        what="the connector stopped",
+    )
+
+
 def arrived(expected: int) -> list[str]:
     topic = pipeline_settings().topic("reservation")
     messages = read_topic(topic, expected=expected, timeout=60)
@@ -117,3 +128,37 @@ def test_cdc_register_retried_after_a_new_slot_resets_the_older_slots_offsets(
     assert arrived(2) == [str(first.event_id), str(second.event_id)]
     # Its own offsets now: registering again keeps them.
     assert "reset" not in command("register", "--wait", "60")
+
+
+def test_cdc_delete_drop_slot_refuses_while_events_are_unsent_unless_told(
+    relay: CdcRelay, client: ConnectClient, name: str
+) -> None:
+    relay.start()
+    with transaction.atomic():
+        sent = publish(created(1))
+    assert arrived(1) == [str(sent.event_id)]
+    stop(client, name)  # as if its task had failed: nothing reads the slot
+    with transaction.atomic():
+        unsent = [publish(created(2)), publish(created(3))]
+
+    with pytest.raises(CommandError, match="holds 2 outbox events that Debezium"):
+        command("delete", "--drop-slot")
+
+    assert database.slot_state() is not None  # nothing dropped, nothing reset
+    assert client.status(name)["connector"]["state"] == "STOPPED"  # as it was
+    client.resume(name)
+    ids = [str(sent.event_id), *(str(row.event_id) for row in unsent)]
+    assert sorted(arrived(3)) == sorted(ids)
+    # Sent: its stored offset says so, although the slot has not moved past the last
+    # transaction yet (Debezium confirms at its next offset flush).
+    out = command("delete", "--drop-slot")
+    assert "dropped replication slot" in out
+
+    relay.start()
+    stop(client, name)
+    with transaction.atomic():
+        publish(created(4))
+    out = command("delete", "--drop-slot", "--discard-unread")
+    assert "discarding 1 outbox events" in out
+    assert database.slot_state() is None
+    assert client.status(name) is None

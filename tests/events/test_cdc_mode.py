@@ -259,6 +259,39 @@ def test_a_publication_with_another_table_or_a_column_list_is_repaired(
     assert database.ensure_publication() == []
 
 
+def test_unread_events_counts_the_committed_outbox_inserts_the_slot_holds(
+    slot: str, settings: Any
+) -> None:
+    """What `cdc_connector delete --drop-slot` would lose: committed, unparked
+    inserts; not a rolled-back one, a parked one or a heartbeat message."""
+    settings.OUTBOX_MAX_MESSAGE_BYTES = 4096
+    assert database.unread_events() == 0
+    with transaction.atomic():
+        publish(created(1))
+        publish(created(2))
+    with transaction.atomic():
+        publish(created(3))
+    with pytest.raises(RuntimeError), transaction.atomic():
+        publish(created(4))
+        raise RuntimeError("roll back")
+    with transaction.atomic():
+        publish(created(5, pad=secrets.token_hex(4096)))  # parked
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_logical_emit_message(false, 'outbox-heartbeat', '')")
+    assert database.unread_events() == 3
+    # The inserts Debezium already sent (its stored lsn_proc) are not unread.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (max(lsn) - '0/0')::bigint FROM"
+            " pg_logical_slot_peek_binary_changes(%s, NULL, NULL, 'proto_version', '1',"
+            " 'publication_names', %s) WHERE get_byte(data, 0) = ascii('I')",
+            [slot, database.PUBLICATION],
+        )
+        last_insert = cursor.fetchone()[0]
+    assert database.unread_events(sent_up_to=last_insert) == 0
+    assert database.unread_events(sent_up_to=last_insert - 1) == 1
+
+
 def test_stored_offsets_at_or_before_the_slot_start_are_an_older_slots(
     slot: str,
 ) -> None:

@@ -2,15 +2,17 @@
 
 `register` creates the outbox publication (or repairs one that differs) and this
 database's replication slot if missing, Debezium's heartbeat topic, and creates or
-updates the connector (built from the settings, events.cdc.connector) in Kafka Connect,
-resetting its stored offsets when they do not fit the slot (events.cdc.lifecycle):
-idempotent, so `make run RELAY=cdc` runs it on every start. `status` prints the
-connector's and the slot's state (exit 1 unless the connector and its task run).
-`delete` removes the connector; with `--drop-slot` also the slot, which otherwise keeps
-retaining WAL. `restart` restarts failed tasks (after fixing what failed them; they
-resume from the last committed offset, so nothing is lost). `watch` (the `make run
-RELAY=cdc` process) waits for Connect, registers, then logs every change of the
-connector's state until SIGTERM.
+updates the connector (built from the settings, events.cdc.connector) in Kafka
+Connect, resetting its stored offsets when they do not fit the slot
+(events.cdc.lifecycle): idempotent, so `make run RELAY=cdc` runs it on every start.
+`status` prints the connector's and the slot's state (exit 1 unless the connector and
+its task run). `delete` removes the connector and returns once its task let go of the
+slot; with `--drop-slot` also the slot, which otherwise keeps retaining WAL, but not
+while it holds outbox events Debezium has not sent (unless `--discard-unread`).
+`restart` restarts failed tasks (after fixing what failed them; they resume from the
+last committed offset, so nothing is lost). `watch` (the `make run RELAY=cdc`
+process) waits for Connect, registers, then logs every change of the connector's
+state until SIGTERM.
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ class Command(BaseCommand):
             action="store_true",
             help="delete: also drop the replication slot (else it retains WAL).",
         )
+        parser.add_argument(
+            "--discard-unread",
+            action="store_true",
+            help="delete --drop-slot: drop it even with events Debezium has not sent.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         conf = pipeline_settings()
@@ -92,7 +99,12 @@ class Command(BaseCommand):
                 client.restart(name)
                 self.stdout.write(f"restarted the failed tasks of {name}")
             else:
-                self.delete(client, name, drop_slot=options["drop_slot"])
+                self.delete(
+                    client,
+                    name,
+                    drop_slot=options["drop_slot"],
+                    discard_unread=options["discard_unread"],
+                )
         except ConnectError as error:
             raise CommandError(str(error)) from None
 
@@ -188,17 +200,26 @@ class Command(BaseCommand):
         if not is_running(status):
             raise CommandError(f"connector {name} is not running")
 
-    def delete(self, client: ConnectClient, name: str, *, drop_slot: bool) -> None:
+    def delete(
+        self,
+        client: ConnectClient,
+        name: str,
+        *,
+        drop_slot: bool,
+        discard_unread: bool,
+    ) -> None:
         """Delete the connector (and the slot); return once its task let go of the slot.
 
         Connect deletes asynchronously: DELETE answers before the worker has stopped
         the task, which still streams from the slot for a moment. Waiting for that
         here means a `register` right after (or a slot drop) does not meet it.
         """
-        if drop_slot and client.status(name) is not None:
-            # Its offsets name the slot's WAL: without the slot they mean nothing.
-            client.stop(name)
-            client.reset_offsets(name)
+        status = client.status(name)
+        if drop_slot:
+            self.check_unread(client, name, status, discard_unread=discard_unread)
+            if status is not None:
+                # Its offsets name the slot's WAL: without the slot they mean nothing.
+                client.reset_offsets(name)
         if client.delete(name):
             client.wait_deleted(name)
             self.stdout.write(f"deleted connector {name}")
@@ -212,3 +233,47 @@ class Command(BaseCommand):
                 self.stdout.write(f"{state} replication slot {database.slot_name()}")
         except database.CdcDatabaseError as error:
             raise CommandError(str(error)) from None
+
+    def check_unread(
+        self,
+        client: ConnectClient,
+        name: str,
+        status: dict[str, Any] | None,
+        *,
+        discard_unread: bool,
+    ) -> None:
+        """Refuse to drop a slot that holds outbox events Debezium has not sent.
+
+        Their rows are gone (publish deletes them at once): the slot's WAL is the only
+        copy, and dropping it loses them without a trace. On a refusal a connector
+        that ran (stopped to count) is resumed, so nothing has changed.
+        """
+        try:
+            unread = lifecycle.stop_and_count_unread(client, name, status)
+        except database.CdcDatabaseError as error:
+            raise CommandError(str(error)) from None
+        if unread is None or not unread.count:
+            return
+        slot = database.slot_name()
+        if discard_unread:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"discarding {unread.count} outbox events in {slot} that Debezium "
+                    "has not sent (--discard-unread)"
+                )
+            )
+            return
+        if status is not None and status["connector"]["state"] != "STOPPED":
+            client.resume(name)
+        send = (
+            "Let the connector send them (`cdc_connector status`; `cdc_connector "
+            "restart` once what failed its task is fixed)"
+            if status is not None
+            else "No connector reads it: `cdc_connector register` one to send them"
+        )
+        raise CommandError(
+            f"replication slot {slot} holds {'' if unread.exact else 'up to '}"
+            f"{unread.count} outbox events that Debezium has not sent, and nothing "
+            f"else has them: dropping it would lose them. {send} and delete again, "
+            "or add --discard-unread to drop them anyway"
+        )
