@@ -28,6 +28,9 @@ from events.core.conf import pipeline_settings
 from events.core.outbox import OutboxError, cdc_slot_name, record_size, unpark
 from events.models import OutboxEvent
 from reservations.events import ReservationCreated
+from tests.events.pipeline import process_log
+from tests.events.relay_process import start_relay_process
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -320,3 +323,43 @@ def test_stored_offset_reads_this_databases_lsns_from_connects_answer() -> None:
     lsn_only = {"offsets": [{"partition": {"server": topic_prefix(name)},
                              "offset": {"lsn": 5}}]}  # fmt: skip
     assert stored_offset(lsn_only, name) == StoredOffset(resume_lsn=5, sent_lsn=5)
+
+
+def test_relay_outbox_warns_of_a_slot_left_by_the_cdc_relay(
+    subprocess_env: dict[str, str],
+) -> None:
+    """`make run RELAY=cdc` stopped with Ctrl-C leaves the slot (by design); a polling
+    relay started afterwards must say that it keeps the WAL, and how to drop it."""
+    database.ensure_publication()
+    database.ensure_slot()
+    process = start_relay_process(subprocess_env, "--poll-interval", "0.2")
+    try:
+        wait_until(
+            lambda: "relay_outbox starting" in process_log(process),
+            timeout=60,
+            what="the relay to start",
+        )
+        log = process_log(process)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        database.drop_slot()
+    [warning] = [line for line in log.splitlines() if "WARNING" in line]
+    assert f"replication slot {database.slot_name()} of the CDC relay" in warning
+    assert "manage.py cdc_connector delete --drop-slot" in warning
+
+
+def test_relay_outbox_does_not_warn_without_a_slot(
+    subprocess_env: dict[str, str],
+) -> None:
+    process = start_relay_process(subprocess_env, "--poll-interval", "0.2")
+    try:
+        wait_until(
+            lambda: "relay_outbox starting" in process_log(process),
+            timeout=60,
+            what="the relay to start",
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    assert "replication slot" not in process_log(process)
