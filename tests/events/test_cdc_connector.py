@@ -20,8 +20,8 @@ from events.cdc import database
 from events.cdc.connector import connector_name
 from events.cdc.rest import ConnectClient
 from events.core.conf import PipelineSettings, pipeline_settings
-from reservations.events import ReservationCreated
 from tests.events.relay_modes import CdcRelay
+from tests.events.test_cdc_mode import created
 from tests.kafka_helpers import header, read_topic
 from tests.waiting import wait_until
 
@@ -30,19 +30,6 @@ pytestmark = [
     pytest.mark.kafka,
     pytest.mark.cdc,
 ]
-
-
-def created(n: int) -> ReservationCreated:
-    return ReservationCreated(
-        reservation_id=n,
-        seat_id=n,
-        seat_number=str(n),
-        performance_id=1,
-        user_id=1,
-        price=100,
-        status="PENDING",
-        hold_expires_at="2030-01-01T00:00:00+00:00",
-    )
 
 
 @pytest.fixture

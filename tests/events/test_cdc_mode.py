@@ -325,6 +325,21 @@ def test_stored_offset_reads_this_databases_lsns_from_connects_answer() -> None:
     assert stored_offset(lsn_only, name) == StoredOffset(resume_lsn=5, sent_lsn=5)
 
 
+def relay_log_at_start(env: dict[str, str]) -> str:
+    """Start a real relay_outbox (polling), wait until it runs; return its log."""
+    process = start_relay_process(env, "--poll-interval", "0.2")
+    try:
+        wait_until(
+            lambda: "relay_outbox starting" in process_log(process),
+            timeout=60,
+            what="the relay to start",
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    return process_log(process)
+
+
 def test_relay_outbox_warns_of_a_slot_left_by_the_cdc_relay(
     subprocess_env: dict[str, str],
 ) -> None:
@@ -332,17 +347,9 @@ def test_relay_outbox_warns_of_a_slot_left_by_the_cdc_relay(
     relay started afterwards must say that it keeps the WAL, and how to drop it."""
     database.ensure_publication()
     database.ensure_slot()
-    process = start_relay_process(subprocess_env, "--poll-interval", "0.2")
     try:
-        wait_until(
-            lambda: "relay_outbox starting" in process_log(process),
-            timeout=60,
-            what="the relay to start",
-        )
-        log = process_log(process)
+        log = relay_log_at_start(subprocess_env)
     finally:
-        process.terminate()
-        process.wait(timeout=60)
         database.drop_slot()
     [warning] = [line for line in log.splitlines() if "WARNING" in line]
     assert f"replication slot {database.slot_name()} of the CDC relay" in warning
@@ -352,14 +359,4 @@ def test_relay_outbox_warns_of_a_slot_left_by_the_cdc_relay(
 def test_relay_outbox_does_not_warn_without_a_slot(
     subprocess_env: dict[str, str],
 ) -> None:
-    process = start_relay_process(subprocess_env, "--poll-interval", "0.2")
-    try:
-        wait_until(
-            lambda: "relay_outbox starting" in process_log(process),
-            timeout=60,
-            what="the relay to start",
-        )
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-    assert "replication slot" not in process_log(process)
+    assert "replication slot" not in relay_log_at_start(subprocess_env)
