@@ -64,8 +64,12 @@ class Connector:
         return round(time.monotonic() - started, 2)
 
     def delete(self) -> None:
-        """Delete the connector and drop the slot: an abandoned slot keeps the WAL."""
-        self._command("delete", "--drop-slot")
+        """Delete the connector and drop the slot: an abandoned slot keeps the WAL.
+
+        Also with events left unsent (a run that failed midway): the benchmark's
+        database is disposable, its slot is not.
+        """
+        self._command("delete", "--drop-slot", "--discard-unread")
 
     def status(self) -> dict[str, Any] | None:
         return self.client().status(self.name)

@@ -23,6 +23,7 @@ query's logical decoding messages are dropped before all of them.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from events.cdc.database import OUTBOX_TABLE, PUBLICATION
@@ -49,6 +50,37 @@ def topic_prefix(database: str) -> str:
 
 def heartbeat_topic(database: str) -> str:
     return f"__debezium-heartbeat.{topic_prefix(database)}"
+
+
+@dataclass(frozen=True)
+class StoredOffset:
+    """Where Connect's stored offset puts the connector in the WAL (LSNs as integers).
+
+    `resume_lsn` (Debezium's `lsn_commit`, else `lsn`) is where its task resumes and
+    what it checks against the slot; `sent_lsn` (`lsn_proc`, else `lsn`) is the last
+    change it sent, acknowledged by Kafka before Connect committed the offset.
+    """
+
+    resume_lsn: int
+    sent_lsn: int
+
+
+def stored_offset(offsets: dict[str, Any], database: str) -> StoredOffset | None:
+    """Read this database's position from GET /connectors/NAME/offsets (KIP-875).
+
+    None when Connect holds no offset for it (a new connector, or offsets reset).
+    """
+    for entry in offsets.get("offsets", []):
+        if entry.get("partition", {}).get("server") != topic_prefix(database):
+            continue
+        offset = entry.get("offset") or {}
+        lsn = offset.get("lsn")
+        resume = offset.get("lsn_commit", lsn)
+        sent = offset.get("lsn_proc", lsn)
+        if resume is None or sent is None:
+            return None
+        return StoredOffset(resume_lsn=int(resume), sent_lsn=int(sent))
+    return None
 
 
 def connector_config(

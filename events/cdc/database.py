@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
-from django.db import connection
+from django.db import DatabaseError, connection
+from django.db.backends.utils import CursorWrapper
 
 from events.core.outbox import cdc_slot_name
 
@@ -19,6 +21,29 @@ logger = logging.getLogger(__name__)
 
 PUBLICATION = "outbox_events"
 OUTBOX_TABLE = "events_outboxevent"
+# What the publication streams: inserts of unparked rows of the outbox, nothing else.
+ROW_FILTER = "(parked_at IS NULL)"
+PUBLISH = "insert"
+# pg_publication's flags, in the order ensure_publication selects them.
+PUBLISHED_OPS = ("insert", "update", "delete", "truncate")
+
+
+class CdcDatabaseError(RuntimeError):
+    """The publication or the slot is not as the connector needs it; says what to do."""
+
+
+@dataclass(frozen=True)
+class SlotPosition:
+    """Where the slot is in the WAL, and where the WAL ends (LSNs as integers)."""
+
+    restart_lsn: int
+    confirmed_flush_lsn: int
+    current_wal_lsn: int
+
+
+def lsn_text(lsn: int) -> str:
+    """Format an LSN as PostgreSQL prints it (`F/2D2B1818`)."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
 def slot_name() -> str:
@@ -26,23 +51,83 @@ def slot_name() -> str:
     return cdc_slot_name(connection.settings_dict["NAME"])
 
 
-def ensure_publication() -> bool:
-    """Create the outbox publication if missing; return whether it was created.
+def ensure_publication() -> list[str]:
+    """Create the outbox publication, or repair one that differs; return the changes.
 
     Only inserts of unparked rows are published: deletes (every row's, in cdc mode)
     and updates never reach the stream, so there are no tombstones, and a parked row
-    (too large for Kafka) stays out of it.
+    (too large for Kafka) stays out of it. An existing publication of this name is
+    the project's (nothing else uses the name), so one that an older version or a
+    hand left different is put right rather than refused: a refusal would only ask
+    the operator to run the same ALTER. pgoutput reads the publication as of the WAL
+    it decodes, so the repair applies to what is written after it.
     """
     with connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [PUBLICATION])
-        if cursor.fetchone():
-            return False
         cursor.execute(
-            f"CREATE PUBLICATION {PUBLICATION} FOR TABLE {OUTBOX_TABLE}"
-            " WHERE (parked_at IS NULL) WITH (publish = 'insert')"
+            "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate"
+            " FROM pg_publication WHERE pubname = %s",
+            [PUBLICATION],
         )
-    logger.info("created publication %s", PUBLICATION)
-    return True
+        found = cursor.fetchone()
+        if found is None:
+            cursor.execute(
+                f"CREATE PUBLICATION {PUBLICATION} FOR TABLE {OUTBOX_TABLE}"
+                f" WHERE {ROW_FILTER} WITH (publish = '{PUBLISH}')"
+            )
+            logger.info("created publication %s", PUBLICATION)
+            return [f"created publication {PUBLICATION}"]
+        all_tables, *flags = found
+        if all_tables:
+            raise CdcDatabaseError(
+                f"publication {PUBLICATION} is FOR ALL TABLES, which cannot be altered "
+                f"to one table: DROP PUBLICATION {PUBLICATION} and run register again"
+            )
+        changes = []
+        published = [op for op, on in zip(PUBLISHED_OPS, flags, strict=True) if on]
+        if published != [PUBLISH]:
+            changes.append(
+                (
+                    f"ALTER PUBLICATION {PUBLICATION} SET (publish = '{PUBLISH}')",
+                    f"publish: {', '.join(published) or 'nothing'} -> {PUBLISH}",
+                )
+            )
+        tables = _published_tables(cursor)
+        wanted = [f"public.{OUTBOX_TABLE} WHERE {ROW_FILTER}"]
+        if tables != wanted:
+            changes.append(
+                (
+                    f"ALTER PUBLICATION {PUBLICATION} SET TABLE {OUTBOX_TABLE}"
+                    f" WHERE {ROW_FILTER}",
+                    f"tables: {'; '.join(tables) or 'none'} -> {wanted[0]}",
+                )
+            )
+        for statement, change in changes:
+            try:
+                cursor.execute(statement)
+            except DatabaseError as error:
+                raise CdcDatabaseError(
+                    f"publication {PUBLICATION} differs ({change}) and cannot be "
+                    f"repaired ({error}); as its owner, run: {statement}"
+                ) from error
+            logger.warning("repaired publication %s: %s", PUBLICATION, change)
+    return [f"repaired publication {PUBLICATION}: {change}" for _, change in changes]
+
+
+def _published_tables(cursor: CursorWrapper) -> list[str]:
+    """The publication's tables, each with its row filter and column list if any."""
+    cursor.execute(
+        "SELECT t.schemaname || '.' || t.tablename"
+        " || coalesce(' WHERE ' || t.rowfilter, '')"
+        " || CASE WHEN r.prattrs IS NULL THEN '' ELSE ' (a column list)' END"
+        " FROM pg_publication_tables t"
+        " JOIN pg_publication p ON p.pubname = t.pubname"
+        " LEFT JOIN pg_publication_rel r ON r.prpubid = p.oid"
+        " AND r.prrelid = (quote_ident(t.schemaname) || '.' || quote_ident(t.tablename))"
+        "::regclass"
+        " WHERE t.pubname = %s ORDER BY 1",
+        [PUBLICATION],
+    )
+    return [row[0] for row in cursor.fetchall()]
 
 
 def ensure_slot() -> bool:
@@ -84,26 +169,102 @@ def slot_state() -> dict[str, object] | None:
     }
 
 
-def drop_slot(*, timeout: float = 30.0) -> bool:
-    """Drop this database's slot once no connector reads it; return whether it existed.
+def slot_position() -> SlotPosition | None:
+    """Return where this database's slot is in the WAL, or None if it is missing."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (restart_lsn - '0/0')::bigint, (confirmed_flush_lsn - '0/0')::bigint,"
+            " (pg_current_wal_lsn() - '0/0')::bigint"
+            " FROM pg_replication_slots WHERE slot_name = %s",
+            [slot_name()],
+        )
+        row = cursor.fetchone()
+    return None if row is None else SlotPosition(*row)
 
-    An abandoned slot retains WAL forever. A connector just deleted may hold the slot a
-    few seconds longer (its task stops asynchronously): wait for it, up to `timeout`.
+
+def offsets_mismatch(resume_lsn: int) -> str | None:
+    """Say why Debezium cannot resume this slot at `resume_lsn`, or None if it can.
+
+    `resume_lsn` is the connector's stored offset (`lsn_commit`, else `lsn`). Debezium
+    refuses one at or before the slot's restart_lsn (its task fails: "no longer
+    available on the server"): offsets of an older slot of this name, which a new
+    slot never has WAL for. One beyond the end of this server's WAL is another
+    server's: Debezium would skip every change until the WAL got there.
     """
-    name = slot_name()
+    slot = slot_position()
+    if slot is None:
+        return None
+    if resume_lsn <= slot.restart_lsn:
+        return (
+            f"they resume at {lsn_text(resume_lsn)}, at or before where the slot"
+            f" {slot_name()} starts ({lsn_text(slot.restart_lsn)}): an older slot's"
+        )
+    if resume_lsn > slot.current_wal_lsn:
+        return (
+            f"they resume at {lsn_text(resume_lsn)}, past the end of this server's WAL"
+            f" ({lsn_text(slot.current_wal_lsn)}): another server's"
+        )
+    return None
+
+
+def wait_slot_inactive(*, timeout: float = 30.0) -> bool:
+    """Wait until no connection reads this database's slot; False if it is missing.
+
+    A connector's task lets go of the slot asynchronously after a stop or a delete
+    (tens of milliseconds here): until then the slot can be neither peeked at nor
+    dropped, and a new task of the same name would find it busy.
+    """
     deadline = time.monotonic() + timeout
     while True:
         state = slot_state()
         if state is None:
             return False
         if not state["active"]:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_drop_replication_slot(%s)", [name])
-            logger.info("dropped replication slot %s", name)
             return True
         if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"replication slot {name} is still in use after {timeout:.0f} s; "
-                "delete the connector first (manage.py cdc_connector delete)"
+            raise CdcDatabaseError(
+                f"replication slot {slot_name()} is still in use after {timeout:.0f} s;"
+                " delete the connector first (manage.py cdc_connector delete)"
             )
-        time.sleep(0.2)
+        time.sleep(0.05)
+
+
+def unread_events(*, sent_up_to: int | None = None) -> int:
+    """Count the outbox inserts in the slot's WAL that Debezium has not sent.
+
+    Peeks (`pg_logical_slot_peek_binary_changes`, which consumes nothing) at what
+    pgoutput would stream through the publication, and counts its insert messages
+    (type byte 'I'); the heartbeats' logical messages are not among them (pgoutput
+    sends those only with `messages` on). The slot must be inactive. The decoding
+    starts after the slot's confirmed_flush_lsn, which Debezium moves at its offset
+    flushes, so the last transaction it sent is still there: `sent_up_to`, the
+    connector's stored `lsn_proc`, leaves out the inserts it already sent. Without
+    it (no connector) the count may include those: an upper bound. Reads all the WAL
+    the slot retains, so it takes as long as that is large.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_logical_slot_peek_binary_changes(%s, NULL, NULL,"
+            " 'proto_version', '1', 'publication_names', %s)"
+            " WHERE get_byte(data, 0) = ascii('I')"
+            " AND (%s::bigint IS NULL OR (lsn - '0/0')::bigint > %s::bigint)",
+            [slot_name(), PUBLICATION, sent_up_to, sent_up_to],
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+def drop_slot(*, timeout: float = 30.0) -> bool:
+    """Drop this database's slot once no connector reads it; return whether it existed.
+
+    An abandoned slot retains WAL forever. A connector just deleted may hold the slot a
+    little longer (its task stops asynchronously): wait for it, up to `timeout`. What
+    the slot holds unread is lost with it (`unread_events` counts it first).
+    """
+    if not wait_slot_inactive(timeout=timeout):
+        return False
+    name = slot_name()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_drop_replication_slot(%s)", [name])
+    logger.info("dropped replication slot %s", name)
+    return True

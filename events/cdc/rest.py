@@ -1,6 +1,6 @@
 """A small client of Kafka Connect's REST API (the calls `cdc_connector` needs).
 
-Standard library only: the API is four JSON calls. Every failure becomes a
+Standard library only: the API is a few JSON calls. Every failure becomes a
 `ConnectError` whose message says what to do (start Connect, fix the config).
 """
 
@@ -11,6 +11,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 
@@ -58,16 +59,61 @@ class ConnectClient:
     def resume(self, name: str) -> None:
         self._call("PUT", f"/connectors/{name}/resume")
 
+    def offsets(self, name: str, *, timeout: float = 30.0) -> dict[str, Any]:
+        """Return the connector's stored source offsets (KIP-875).
+
+        A connector created a moment ago may not be known to every part of the
+        worker yet (refused meanwhile): retried.
+        """
+        result = self._retrying("GET", f"/connectors/{name}/offsets", timeout)
+        assert isinstance(result, dict)
+        return result
+
     def reset_offsets(self, name: str, *, timeout: float = 30.0) -> None:
         """Forget the stopped connector's source offsets (KIP-875).
 
         Refused (400/409) until the stop has reached every task: retried meanwhile.
         """
+        self._retrying("DELETE", f"/connectors/{name}/offsets", timeout)
+
+    def wait_stopped(self, name: str, *, timeout: float = 30.0) -> None:
+        """Wait until a stop has reached the connector and its tasks are gone."""
+        self._wait(
+            name,
+            lambda s: (
+                s is not None
+                and s["connector"]["state"] == "STOPPED"
+                and not s.get("tasks")
+            ),
+            timeout,
+            "STOPPED, without tasks",
+        )
+
+    def wait_deleted(self, name: str, *, timeout: float = 30.0) -> None:
+        """Wait until the worker no longer knows the connector (DELETE is async)."""
+        self._wait(name, lambda s: s is None, timeout, "deleted")
+
+    def _wait(
+        self,
+        name: str,
+        done: Callable[[dict[str, Any] | None], bool],
+        timeout: float,
+        what: str,
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while not done(status := self.status(name)):
+            if time.monotonic() > deadline:
+                raise ConnectError(
+                    f"connector {name} not {what} after {timeout:.0f} s: "
+                    f"{json.dumps(status)}"
+                )
+            time.sleep(0.05)
+
+    def _retrying(self, method: str, path: str, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self._call("DELETE", f"/connectors/{name}/offsets")
-                return
+                return self._call(method, path)
             except ConnectError:
                 if time.monotonic() > deadline:
                     raise

@@ -10,7 +10,8 @@
 #   start    install if needed, start the worker in the background, wait until its REST
 #            API answers (prints how long that took)
 #   run      the same in the foreground (exec java): for honcho (`make run RELAY=cdc`)
-#   stop     SIGTERM, wait up to 30 s, then SIGKILL
+#   stop     SIGTERM, wait up to CONNECT_STOP_TIMEOUT (30 s), then SIGKILL and wait up to
+#            10 s more until the process is gone (fails, keeping the pid file, if not)
 #   status   exit 0 if running and the REST API answers, 1 otherwise
 #
 # The worker keeps no state on disk: connectors, their offsets (the last LSN sent) and
@@ -30,6 +31,7 @@
 #   CONNECT_OFFSET_FLUSH_MS      offset commit interval                   default 1000
 #   CONNECT_HEAP_OPTS            JVM heap flags                           default -Xms128m -Xmx512m
 #   CONNECT_START_TIMEOUT        seconds to wait for the REST API         default 120
+#   CONNECT_STOP_TIMEOUT         seconds from SIGTERM to SIGKILL          default 30
 #   JAVA_HOME                    java to use (else `java` on PATH)
 set -euo pipefail
 
@@ -46,7 +48,8 @@ REPLICATION_FACTOR="${CONNECT_REPLICATION_FACTOR:-1}"
 OFFSET_FLUSH_MS="${CONNECT_OFFSET_FLUSH_MS:-1000}"
 HEAP_OPTS="${CONNECT_HEAP_OPTS:--Xms128m -Xmx512m}"
 START_TIMEOUT="${CONNECT_START_TIMEOUT:-120}"
-STOP_TIMEOUT=30
+STOP_TIMEOUT="${CONNECT_STOP_TIMEOUT:-30}"
+KILL_TIMEOUT=10
 HOST=127.0.0.1
 BIND_HOST="${CONNECT_REST_HOST:-$HOST}"
 ADVERTISED_HOST="${CONNECT_ADVERTISED_HOST:-$BIND_HOST}"
@@ -258,15 +261,34 @@ show_logs() {
   done
 }
 
-kill_and_wait() {
-  local pid="$1" i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
+# Whether process $1 is gone: no such process, or a zombie (dead; its parent, honcho or
+# a container's init, has not reaped it yet, and kill -0 still reaches it).
+is_gone() {
+  kill -0 "$1" 2>/dev/null || return 0
+  [[ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)" == Z ]]
+}
+
+# Wait up to $2 seconds for process $1 to be gone.
+wait_gone() {
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    is_gone "$1" && return 0
     sleep 0.1
   done
+  is_gone "$1"
+}
+
+kill_and_wait() {
+  local pid="$1"
+  kill -TERM "$pid" 2>/dev/null || return 0
+  wait_gone "$pid" "$STOP_TIMEOUT" && return 0
   say "pid $pid still alive after ${STOP_TIMEOUT}s, sending SIGKILL"
   kill -KILL "$pid" 2>/dev/null || true
+  # SIGKILL is delivered asynchronously: until the kernel has torn the JVM down it
+  # holds its REST port, and a start right behind this stop would race it.
+  wait_gone "$pid" "$KILL_TIMEOUT" && return 0
+  printf 'connect: ERROR: pid %s still alive %ss after SIGKILL\n' "$pid" "$KILL_TIMEOUT" >&2
+  return 1
 }
 
 # ---------------------------------------------------------------- commands

@@ -18,11 +18,19 @@ from django.utils import timezone
 
 from events import publish
 from events.cdc import database
-from events.cdc.connector import connector_config
+from events.cdc.connector import (
+    StoredOffset,
+    connector_config,
+    stored_offset,
+    topic_prefix,
+)
 from events.core.conf import pipeline_settings
 from events.core.outbox import OutboxError, cdc_slot_name, record_size, unpark
 from events.models import OutboxEvent
 from reservations.events import ReservationCreated
+from tests.events.pipeline import process_log
+from tests.events.relay_process import start_relay_process
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -176,3 +184,179 @@ def test_restart_is_an_action_and_says_when_connect_is_unreachable(
     settings.CDC_CONNECT_URL = "http://127.0.0.1:1"
     with pytest.raises(CommandError, match="not reachable at http://127.0.0.1:1"):
         call_command("cdc_connector", "restart")
+
+
+def change_types() -> list[str]:
+    """The message types pgoutput would stream from this database's slot now."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT chr(get_byte(data, 0)) FROM pg_logical_slot_peek_binary_changes("
+            "%s, NULL, NULL, 'proto_version', '1', 'publication_names', %s)",
+            [database.slot_name(), database.PUBLICATION],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.fixture
+def publication() -> Iterator[None]:
+    """The project's publication again after the test, whatever the test did to it."""
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP PUBLICATION IF EXISTS {database.PUBLICATION}")
+    database.ensure_publication()
+
+
+def test_a_publication_that_streams_parked_rows_and_deletes_is_repaired(
+    cdc: None, publication: None, settings: Any
+) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP PUBLICATION IF EXISTS {database.PUBLICATION}")
+        # As an older version or a hand might have left it: no row filter, and
+        # publish's default (insert, update, delete, truncate).
+        cursor.execute(
+            f"CREATE PUBLICATION {database.PUBLICATION} FOR TABLE {database.OUTBOX_TABLE}"
+        )
+
+    changes = database.ensure_publication()
+
+    assert changes == [
+        "repaired publication outbox_events: publish: insert, update, delete, "
+        "truncate -> insert",
+        "repaired publication outbox_events: tables: public.events_outboxevent -> "
+        "public.events_outboxevent WHERE (parked_at IS NULL)",
+    ]
+    assert database.ensure_publication() == []  # as it should be now: left alone
+    # What that means in the stream: a published event's insert, and nothing of its
+    # delete (publish's own) nor of a parked row.
+    database.ensure_slot()
+    try:
+        with transaction.atomic():
+            publish(created(1))
+        settings.OUTBOX_MAX_MESSAGE_BYTES = 4096
+        with transaction.atomic():
+            publish(created(2, pad=secrets.token_hex(4096)))
+        assert OutboxEvent.objects.filter(parked_at__isnull=False).count() == 1
+        assert [t for t in change_types() if t not in "BCR"] == ["I"]
+    finally:
+        database.drop_slot()
+
+
+def test_a_publication_with_another_table_or_a_column_list_is_repaired(
+    cdc: None, publication: None
+) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP PUBLICATION IF EXISTS {database.PUBLICATION}")
+        cursor.execute(
+            f"CREATE PUBLICATION {database.PUBLICATION} FOR TABLE"
+            f" {database.OUTBOX_TABLE} (id, payload) WHERE (parked_at IS NULL),"
+            " events_inboxentry WITH (publish = 'insert')"
+        )
+
+    [change] = database.ensure_publication()
+
+    assert change == (
+        "repaired publication outbox_events: tables: public.events_inboxentry; "
+        "public.events_outboxevent WHERE (parked_at IS NULL) (a column list) -> "
+        "public.events_outboxevent WHERE (parked_at IS NULL)"
+    )
+    assert database.ensure_publication() == []
+
+
+def test_unread_events_counts_the_committed_outbox_inserts_the_slot_holds(
+    slot: str, settings: Any
+) -> None:
+    """What `cdc_connector delete --drop-slot` would lose: committed, unparked
+    inserts; not a rolled-back one, a parked one or a heartbeat message."""
+    settings.OUTBOX_MAX_MESSAGE_BYTES = 4096
+    assert database.unread_events() == 0
+    with transaction.atomic():
+        publish(created(1))
+        publish(created(2))
+    with transaction.atomic():
+        publish(created(3))
+    with pytest.raises(RuntimeError), transaction.atomic():
+        publish(created(4))
+        raise RuntimeError("roll back")
+    with transaction.atomic():
+        publish(created(5, pad=secrets.token_hex(4096)))  # parked
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_logical_emit_message(false, 'outbox-heartbeat', '')")
+    assert database.unread_events() == 3
+    # The inserts Debezium already sent (its stored lsn_proc) are not unread.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (max(lsn) - '0/0')::bigint FROM"
+            " pg_logical_slot_peek_binary_changes(%s, NULL, NULL, 'proto_version', '1',"
+            " 'publication_names', %s) WHERE get_byte(data, 0) = ascii('I')",
+            [slot, database.PUBLICATION],
+        )
+        last_insert = cursor.fetchone()[0]
+    assert database.unread_events(sent_up_to=last_insert) == 0
+    assert database.unread_events(sent_up_to=last_insert - 1) == 1
+
+
+def test_stored_offsets_at_or_before_the_slot_start_are_an_older_slots(
+    slot: str,
+) -> None:
+    position = database.slot_position()
+    assert position is not None
+    older = database.offsets_mismatch(position.restart_lsn)
+    assert older and older.endswith("an older slot's")
+    assert database.offsets_mismatch(position.restart_lsn + 1) is None
+    other = database.offsets_mismatch(position.current_wal_lsn + 2**32)
+    assert other and other.endswith("another server's")
+
+
+def test_stored_offset_reads_this_databases_lsns_from_connects_answer() -> None:
+    name = connection.settings_dict["NAME"]
+    answer = {
+        "offsets": [
+            {"partition": {"server": "cdc.other"}, "offset": {"lsn": 1}},
+            {
+                "partition": {"server": topic_prefix(name)},
+                "offset": {"lsn_proc": 30, "lsn_commit": 20, "lsn": 30, "txId": 7},
+            },
+        ]
+    }
+    assert stored_offset(answer, name) == StoredOffset(resume_lsn=20, sent_lsn=30)
+    assert stored_offset({"offsets": []}, name) is None
+    lsn_only = {"offsets": [{"partition": {"server": topic_prefix(name)},
+                             "offset": {"lsn": 5}}]}  # fmt: skip
+    assert stored_offset(lsn_only, name) == StoredOffset(resume_lsn=5, sent_lsn=5)
+
+
+def relay_log_at_start(env: dict[str, str]) -> str:
+    """Start a real relay_outbox (polling), wait until it runs; return its log."""
+    process = start_relay_process(env, "--poll-interval", "0.2")
+    try:
+        wait_until(
+            lambda: "relay_outbox starting" in process_log(process),
+            timeout=60,
+            what="the relay to start",
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    return process_log(process)
+
+
+def test_relay_outbox_warns_of_a_slot_left_by_the_cdc_relay(
+    subprocess_env: dict[str, str],
+) -> None:
+    """`make run RELAY=cdc` stopped with Ctrl-C leaves the slot (by design); a polling
+    relay started afterwards must say that it keeps the WAL, and how to drop it."""
+    database.ensure_publication()
+    database.ensure_slot()
+    try:
+        log = relay_log_at_start(subprocess_env)
+    finally:
+        database.drop_slot()
+    [warning] = [line for line in log.splitlines() if "WARNING" in line]
+    assert f"replication slot {database.slot_name()} of the CDC relay" in warning
+    assert "manage.py cdc_connector delete --drop-slot" in warning
+
+
+def test_relay_outbox_does_not_warn_without_a_slot(
+    subprocess_env: dict[str, str],
+) -> None:
+    assert "replication slot" not in relay_log_at_start(subprocess_env)

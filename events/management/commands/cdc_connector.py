@@ -1,15 +1,18 @@
 """`manage.py cdc_connector register|watch|status|restart|delete`: the CDC connector.
 
-`register` creates the outbox publication and this database's replication slot if
-missing, Debezium's heartbeat topic, and PUTs the connector's configuration (built from
-the settings, events.cdc.connector) to Kafka Connect: idempotent, so `make run
-RELAY=cdc` runs it on every start. `status` prints the connector's and the slot's
-state (exit 1 unless the connector and its task run). `delete` removes the connector;
-with `--drop-slot` also the slot, which otherwise keeps retaining WAL. `restart`
-restarts failed tasks (after fixing what failed them; they resume from the last
-committed offset, so nothing is lost). `watch` (the
-`make run RELAY=cdc` process) waits for Connect, registers, then logs every change of
-the connector's state until SIGTERM.
+`register` creates the outbox publication (or repairs one that differs) and this
+database's replication slot if missing, Debezium's heartbeat topic, and creates or
+updates the connector (built from the settings, events.cdc.connector) in Kafka
+Connect, resetting its stored offsets when they do not fit the slot
+(events.cdc.lifecycle): idempotent, so `make run RELAY=cdc` runs it on every start.
+`status` prints the connector's and the slot's state (exit 1 unless the connector and
+its task run). `delete` removes the connector and returns once its task let go of the
+slot; with `--drop-slot` also the slot, which otherwise keeps retaining WAL, but not
+while it holds outbox events Debezium has not sent (unless `--discard-unread`).
+`restart` restarts failed tasks (after fixing what failed them; they resume from the
+last committed offset, so nothing is lost). `watch` (the `make run RELAY=cdc`
+process) waits for Connect, registers, then logs every change of the connector's
+state until SIGTERM.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
-from events.cdc import database
+from events.cdc import database, lifecycle
 from events.cdc.connector import connector_config, connector_name, heartbeat_topic
 from events.cdc.rest import ConnectClient, ConnectError
 from events.core.conf import pipeline_settings
@@ -75,6 +78,11 @@ class Command(BaseCommand):
             action="store_true",
             help="delete: also drop the replication slot (else it retains WAL).",
         )
+        parser.add_argument(
+            "--discard-unread",
+            action="store_true",
+            help="delete --drop-slot: drop it even with events Debezium has not sent.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         conf = pipeline_settings()
@@ -91,7 +99,12 @@ class Command(BaseCommand):
                 client.restart(name)
                 self.stdout.write(f"restarted the failed tasks of {name}")
             else:
-                self.delete(client, name, drop_slot=options["drop_slot"])
+                self.delete(
+                    client,
+                    name,
+                    drop_slot=options["drop_slot"],
+                    discard_unread=options["discard_unread"],
+                )
         except ConnectError as error:
             raise CommandError(str(error)) from None
 
@@ -112,10 +125,12 @@ class Command(BaseCommand):
                 "see (it captures new inserts only): drain them with relay_outbox "
                 "(OUTBOX_RELAY=polling) first"
             )
-        if database.ensure_publication():
-            self.stdout.write(f"created publication {database.PUBLICATION}")
-        slot_created = database.ensure_slot()
-        if slot_created:
+        try:
+            for change in database.ensure_publication():
+                self.stdout.write(change)
+        except database.CdcDatabaseError as error:
+            raise CommandError(str(error)) from None
+        if database.ensure_slot():
             self.stdout.write(f"created replication slot {database.slot_name()}")
         try:
             create_topics([heartbeat_topic(connection.settings_dict["NAME"])])
@@ -124,18 +139,9 @@ class Command(BaseCommand):
                 f"cannot create the heartbeat topic on {conf.bootstrap_servers}: {error}"
             ) from error
         config = connector_config(conf, connection.settings_dict)
-        if slot_created:
-            # Offsets kept from an earlier slot point at WAL the new slot does not
-            # have (Debezium refuses them): start this slot's connector afresh.
-            if client.status(name) is None:
-                client.create_stopped(name, config)
-            else:
-                client.stop(name)
-            client.reset_offsets(name)
-            client.put_config(name, config)
-            client.resume(name)
-        else:
-            client.put_config(name, config)
+        reset = lifecycle.configure(client, name, config)
+        if reset:
+            self.stdout.write(f"reset the stored offsets of {name}: {reset}")
         self.stdout.write(f"registered connector {name} at {client.url}")
         if wait <= 0:
             return
@@ -194,19 +200,80 @@ class Command(BaseCommand):
         if not is_running(status):
             raise CommandError(f"connector {name} is not running")
 
-    def delete(self, client: ConnectClient, name: str, *, drop_slot: bool) -> None:
-        if drop_slot and client.status(name) is not None:
-            # Its offsets name the slot's WAL: without the slot they mean nothing.
-            client.stop(name)
-            client.reset_offsets(name)
+    def delete(
+        self,
+        client: ConnectClient,
+        name: str,
+        *,
+        drop_slot: bool,
+        discard_unread: bool,
+    ) -> None:
+        """Delete the connector (and the slot); return once its task let go of the slot.
+
+        Connect deletes asynchronously: DELETE answers before the worker has stopped
+        the task, which still streams from the slot for a moment. Waiting for that
+        here means a `register` right after (or a slot drop) does not meet it.
+        """
+        status = client.status(name)
+        if drop_slot:
+            self.check_unread(client, name, status, discard_unread=discard_unread)
+            if status is not None:
+                # Its offsets name the slot's WAL: without the slot they mean nothing.
+                client.reset_offsets(name)
         if client.delete(name):
+            client.wait_deleted(name)
             self.stdout.write(f"deleted connector {name}")
         else:
             self.stdout.write(f"no connector {name}")
-        if drop_slot:
-            try:
+        try:
+            database.wait_slot_inactive()
+            if drop_slot:
                 dropped = database.drop_slot()
-            except RuntimeError as error:
-                raise CommandError(str(error)) from None
-            state = "dropped" if dropped else "no"
-            self.stdout.write(f"{state} replication slot {database.slot_name()}")
+                state = "dropped" if dropped else "no"
+                self.stdout.write(f"{state} replication slot {database.slot_name()}")
+        except database.CdcDatabaseError as error:
+            raise CommandError(str(error)) from None
+
+    def check_unread(
+        self,
+        client: ConnectClient,
+        name: str,
+        status: dict[str, Any] | None,
+        *,
+        discard_unread: bool,
+    ) -> None:
+        """Refuse to drop a slot that holds outbox events Debezium has not sent.
+
+        Their rows are gone (publish deletes them at once): the slot's WAL is the only
+        copy, and dropping it loses them without a trace. On a refusal a connector
+        that ran (stopped to count) is resumed, so nothing has changed.
+        """
+        try:
+            unread = lifecycle.stop_and_count_unread(client, name, status)
+        except database.CdcDatabaseError as error:
+            raise CommandError(str(error)) from None
+        if unread is None or not unread.count:
+            return
+        slot = database.slot_name()
+        if discard_unread:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"discarding {unread.count} outbox events in {slot} that Debezium "
+                    "has not sent (--discard-unread)"
+                )
+            )
+            return
+        if status is not None and status["connector"]["state"] != "STOPPED":
+            client.resume(name)
+        send = (
+            "Let the connector send them (`cdc_connector status`; `cdc_connector "
+            "restart` once what failed its task is fixed)"
+            if status is not None
+            else "No connector reads it: `cdc_connector register` one to send them"
+        )
+        raise CommandError(
+            f"replication slot {slot} holds {'' if unread.exact else 'up to '}"
+            f"{unread.count} outbox events that Debezium has not sent, and nothing "
+            f"else has them: dropping it would lose them. {send} and delete again, "
+            "or add --discard-unread to drop them anyway"
+        )

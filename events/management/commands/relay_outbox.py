@@ -7,12 +7,34 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from events.cdc import database
 from events.core.conf import pipeline_settings
 from events.management.process import require_topics, serve_metrics, stop_on_signals
 from events.relay.outbox_relay import OutboxRelay
 from events.relay.shard_count import ShardCountChanged
 
 logger = logging.getLogger("events.relay")
+
+
+def warn_of_a_cdc_slot() -> None:
+    """Warn when the CDC relay's replication slot of this database is still there.
+
+    Left on purpose by a stopped `make run RELAY=cdc` (a restart in cdc mode resumes
+    from it) or by a connector deleted without --drop-slot. In polling mode nothing
+    reads it, and it keeps the whole cluster's WAL from being recycled, forever.
+    """
+    state = database.slot_state()
+    if state is None:
+        return
+    logger.warning(
+        "replication slot %s of the CDC relay exists (%s, retaining %s bytes of WAL):"
+        " nothing reads it in polling mode and it keeps the cluster's WAL. Unless you"
+        " go back to OUTBOX_RELAY=cdc, drop it with `manage.py cdc_connector delete"
+        " --drop-slot` (it refuses while Debezium has events left to send)",
+        database.slot_name(),
+        "in use" if state["active"] else "inactive",
+        state["retained_wal_bytes"],
+    )
 
 
 class Command(BaseCommand):
@@ -47,6 +69,7 @@ class Command(BaseCommand):
         for name in ("batch_size", "poll_interval"):
             if options[name] is not None and options[name] <= 0:
                 raise CommandError(f"--{name.replace('_', '-')} must be positive")
+        warn_of_a_cdc_slot()
         require_topics(conf, [conf.topic(stream) for stream in conf.streams])
         serve_metrics(options["metrics_port"])
         relay = OutboxRelay(
