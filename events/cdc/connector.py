@@ -56,13 +56,15 @@ def heartbeat_topic(database: str) -> str:
 class StoredOffset:
     """Where Connect's stored offset puts the connector in the WAL (LSNs as integers).
 
-    `resume_lsn` (Debezium's `lsn_commit`, else `lsn`) is where its task resumes and
-    what it checks against the slot; `sent_lsn` (`lsn_proc`, else `lsn`) is the last
-    change it sent, acknowledged by Kafka before Connect committed the offset.
+    `resume_lsn` (Debezium's `lsn_commit`, else `lsn`) is the last commit it passed
+    and stored, where its task resumes and what it checks against the slot;
+    `sent_lsn` (`lsn_proc`, else `lsn`) is the last change it sent, acknowledged by
+    Kafka before Connect committed the offset, in transaction `tx_id` (`txId`).
     """
 
     resume_lsn: int
     sent_lsn: int
+    tx_id: int | None = None
 
 
 def stored_offset(offsets: dict[str, Any], database: str) -> StoredOffset | None:
@@ -79,7 +81,12 @@ def stored_offset(offsets: dict[str, Any], database: str) -> StoredOffset | None
         sent = offset.get("lsn_proc", lsn)
         if resume is None or sent is None:
             return None
-        return StoredOffset(resume_lsn=int(resume), sent_lsn=int(sent))
+        tx = offset.get("txId")
+        return StoredOffset(
+            resume_lsn=int(resume),
+            sent_lsn=int(sent),
+            tx_id=None if tx is None else int(tx),
+        )
     return None
 
 

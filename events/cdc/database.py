@@ -229,7 +229,35 @@ def wait_slot_inactive(*, timeout: float = 30.0) -> bool:
         time.sleep(0.05)
 
 
-def unread_events(*, sent_up_to: int | None = None) -> int:
+# The slot's changes through the publication, grouped by transaction: an insert is
+# sent if its transaction committed at or before the stored commit position, or if it
+# is in the transaction the stored offset is in (Debezium's txId) at or before the
+# stored event position. Transactions are decoded in commit order while their inserts'
+# own positions interleave, so an insert's position alone says nothing.
+UNREAD_SQL = """
+    WITH changes AS (
+        SELECT (lsn - '0/0')::bigint AS lsn, xid::text::bigint AS xid,
+            get_byte(data, 0) AS kind
+        FROM pg_logical_slot_peek_binary_changes(
+            %(slot)s, NULL, NULL, 'proto_version', '1', 'publication_names', %(pub)s
+        )
+    ), transactions AS (
+        SELECT xid, max(lsn) FILTER (WHERE kind = ascii('C')) AS commit_lsn
+        FROM changes GROUP BY xid
+    )
+    SELECT count(*) FROM changes c JOIN transactions t USING (xid)
+    WHERE c.kind = ascii('I')
+        AND NOT coalesce(t.commit_lsn <= %(committed)s::bigint, false)
+        AND NOT coalesce(c.xid = %(tx)s::bigint AND c.lsn <= %(sent)s::bigint, false)
+"""
+
+
+def unread_events(
+    *,
+    committed_up_to: int | None = None,
+    tx_id: int | None = None,
+    sent_up_to: int | None = None,
+) -> int:
     """Count the outbox inserts in the slot's WAL that Debezium has not sent.
 
     Peeks (`pg_logical_slot_peek_binary_changes`, which consumes nothing) at what
@@ -237,18 +265,24 @@ def unread_events(*, sent_up_to: int | None = None) -> int:
     (type byte 'I'); the heartbeats' logical messages are not among them (pgoutput
     sends those only with `messages` on). The slot must be inactive. The decoding
     starts after the slot's confirmed_flush_lsn, which Debezium moves at its offset
-    flushes, so the last transaction it sent is still there: `sent_up_to`, the
-    connector's stored `lsn_proc`, leaves out the inserts it already sent. Without
-    it (no connector) the count may include those: an upper bound. Reads all the WAL
-    the slot retains, so it takes as long as that is large.
+    flushes, so what it sent last is still there. The connector's stored offset
+    tells it apart: `committed_up_to` (`lsn_commit`: transactions committed up to
+    there were sent whole), and `tx_id` with `sent_up_to` (`txId`, `lsn_proc`: the
+    transaction it was in, whose commit it may have passed without storing it, and
+    its last insert sent). Without them (no connector) the count may include what
+    was sent: an upper bound. Reads all the WAL the slot retains, so it takes as long
+    as that is large.
     """
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_logical_slot_peek_binary_changes(%s, NULL, NULL,"
-            " 'proto_version', '1', 'publication_names', %s)"
-            " WHERE get_byte(data, 0) = ascii('I')"
-            " AND (%s::bigint IS NULL OR (lsn - '0/0')::bigint > %s::bigint)",
-            [slot_name(), PUBLICATION, sent_up_to, sent_up_to],
+            UNREAD_SQL,
+            {
+                "slot": slot_name(),
+                "pub": PUBLICATION,
+                "committed": committed_up_to,
+                "tx": tx_id,
+                "sent": sent_up_to,
+            },
         )
         row = cursor.fetchone()
     return int(row[0]) if row else 0

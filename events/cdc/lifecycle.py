@@ -66,7 +66,7 @@ def stop_and_count_unread(
     """Stop the connector and count the slot's unsent events; None without a slot.
 
     A peek needs the slot to itself, so the connector (if any) is stopped first,
-    which keeps its config and offsets. Its stored `lsn_proc` tells the inserts it
+    which keeps its config and offsets. Its stored offset tells the inserts it
     already sent from those it has not (see `database.unread_events`).
     """
     if status is not None:
@@ -76,5 +76,9 @@ def stop_and_count_unread(
         return None
     offsets = client.offsets(name) if status is not None else {}
     stored = stored_offset(offsets, connection.settings_dict["NAME"])
-    count = database.unread_events(sent_up_to=stored.sent_lsn if stored else None)
+    count = database.unread_events(
+        committed_up_to=stored.resume_lsn if stored else None,
+        tx_id=stored.tx_id if stored else None,
+        sent_up_to=stored.sent_lsn if stored else None,
+    )
     return Unread(count=count, exact=stored is not None)

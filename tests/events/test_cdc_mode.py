@@ -282,17 +282,67 @@ def test_unread_events_counts_the_committed_outbox_inserts_the_slot_holds(
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_logical_emit_message(false, 'outbox-heartbeat', '')")
     assert database.unread_events() == 3
-    # The inserts Debezium already sent (its stored lsn_proc) are not unread.
+    # What Debezium sent (its stored offset) is not unread: the transactions committed
+    # up to lsn_commit, and in transaction txId the inserts up to lsn_proc.
+    changes = peek(slot)
+    first_commit = next(lsn for lsn, _, kind in changes if kind == "C")
+    assert database.unread_events(committed_up_to=first_commit) == 1
+    last_insert, last_tx = [(lsn, xid) for lsn, xid, kind in changes if kind == "I"][-1]
+    sent = {"committed_up_to": first_commit, "tx_id": last_tx}
+    assert database.unread_events(**sent, sent_up_to=last_insert) == 0
+    assert database.unread_events(**sent, sent_up_to=last_insert - 1) == 1
+
+
+def test_an_insert_before_the_last_sent_one_in_a_later_commit_is_unread(
+    slot: str, django_db_blocker: Any
+) -> None:
+    """Transactions reach Debezium in commit order, their inserts' positions do not:
+    A inserts first, B inserts after it and commits first. With B sent (the stored
+    offset in B, past its insert), A's insert is unread though its position is
+    below B's."""
+    import psycopg
+
+    url = "postgresql://{USER}:{PASSWORD}@{HOST}:{PORT}/{NAME}".format(
+        **{k: connection.settings_dict[k] or "" for k in
+           ("USER", "PASSWORD", "HOST", "PORT", "NAME")}
+    )  # fmt: skip
+    with psycopg.connect(url) as a, psycopg.connect(url) as b:
+        for conn, n in ((a, 1), (b, 2)):
+            conn.execute(
+                "INSERT INTO events_outboxevent (event_id, event_type, schema_version,"
+                " topic, key, payload, headers, aggregate_type, aggregate_id, last_error,"
+                " created_at) VALUES (%s, 'T', 1, 't', %s, '{}', '{}', 'a', 'a', '',"
+                " now())",
+                [uuid.uuid4(), f"k{n}"],
+            )
+        b.commit()
+        a.commit()
+    changes = peek(slot)
+    inserts = [(lsn, xid) for lsn, xid, kind in changes if kind == "I"]
+    (a_lsn, a_tx), (b_lsn, b_tx) = inserts[1], inserts[0]  # in commit order: B, A
+    assert a_lsn < b_lsn and a_tx != b_tx
+    before_b = min(lsn for lsn, xid, kind in changes if kind == "B" and xid == b_tx)
+    assert (
+        database.unread_events(
+            committed_up_to=before_b - 1, tx_id=b_tx, sent_up_to=b_lsn
+        )
+        == 1
+    )
+    b_commit = next(lsn for lsn, xid, kind in changes if kind == "C" and xid == b_tx)
+    assert database.unread_events(committed_up_to=b_commit) == 1
+    assert database.unread_events() == 2
+
+
+def peek(slot: str) -> list[tuple[int, int, str]]:
+    """(position, transaction, message type) of what the slot would stream."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT (max(lsn) - '0/0')::bigint FROM"
-            " pg_logical_slot_peek_binary_changes(%s, NULL, NULL, 'proto_version', '1',"
-            " 'publication_names', %s) WHERE get_byte(data, 0) = ascii('I')",
+            "SELECT (lsn - '0/0')::bigint, xid::text::bigint, chr(get_byte(data, 0))"
+            " FROM pg_logical_slot_peek_binary_changes(%s, NULL, NULL, 'proto_version',"
+            " '1', 'publication_names', %s)",
             [slot, database.PUBLICATION],
         )
-        last_insert = cursor.fetchone()[0]
-    assert database.unread_events(sent_up_to=last_insert) == 0
-    assert database.unread_events(sent_up_to=last_insert - 1) == 1
+        return [(int(lsn), int(xid), kind) for lsn, xid, kind in cursor.fetchall()]
 
 
 def test_stored_offsets_at_or_before_the_slot_start_are_an_older_slots(
@@ -318,7 +368,9 @@ def test_stored_offset_reads_this_databases_lsns_from_connects_answer() -> None:
             },
         ]
     }
-    assert stored_offset(answer, name) == StoredOffset(resume_lsn=20, sent_lsn=30)
+    assert stored_offset(answer, name) == StoredOffset(
+        resume_lsn=20, sent_lsn=30, tx_id=7
+    )
     assert stored_offset({"offsets": []}, name) is None
     lsn_only = {"offsets": [{"partition": {"server": topic_prefix(name)},
                              "offset": {"lsn": 5}}]}  # fmt: skip
