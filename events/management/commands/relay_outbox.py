@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from events.cdc import database
 from events.core.conf import pipeline_settings
@@ -23,7 +24,13 @@ def warn_of_a_cdc_slot() -> None:
     from it) or by a connector deleted without --drop-slot. In polling mode nothing
     reads it, and it keeps the whole cluster's WAL from being recycled, forever.
     """
-    state = database.slot_state()
+    try:
+        state = database.slot_state()
+    except DatabaseError as error:
+        # Only advice: a database still coming up must not stop the relay's start,
+        # which waits for it anyway.
+        logger.info("could not look for a CDC replication slot: %s", error)
+        return
     if state is None:
         return
     logger.warning(
