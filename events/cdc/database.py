@@ -8,14 +8,17 @@ row is deleted at once exists only in WAL that a slot retains.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from django.db import DatabaseError, connection
 from django.db.backends.utils import CursorWrapper
 
-from events.core.outbox import cdc_slot_name
+from events.core.outbox import SLOT_DROP_LOCK, cdc_slot_name
 
 logger = logging.getLogger(__name__)
 
@@ -182,29 +185,36 @@ def slot_position() -> SlotPosition | None:
     return None if row is None else SlotPosition(*row)
 
 
-def offsets_mismatch(resume_lsn: int) -> str | None:
-    """Say why Debezium cannot resume this slot at `resume_lsn`, or None if it can.
+def offsets_mismatch(stored: StoredPosition, slot: SlotPosition) -> str | None:
+    """Say why Debezium cannot resume `slot` from the `stored` offset, or None.
 
-    `resume_lsn` is the connector's stored offset (`lsn_commit`, else `lsn`). Debezium
-    refuses one at or before the slot's restart_lsn (its task fails: "no longer
-    available on the server"): offsets of an older slot of this name, which a new
+    As Debezium's own check at its task's start: it refuses an offset whose last
+    sent change (`lsn_proc`) is before the slot's restart_lsn (its task fails: "no
+    longer available on the server"), an older slot's of this name, which a new
     slot never has WAL for. One beyond the end of this server's WAL is another
     server's: Debezium would skip every change until the WAL got there.
     """
-    slot = slot_position()
-    if slot is None:
-        return None
-    if resume_lsn <= slot.restart_lsn:
+    if stored.sent_lsn < slot.restart_lsn:
         return (
-            f"they resume at {lsn_text(resume_lsn)}, at or before where the slot"
+            f"they were sent up to {lsn_text(stored.sent_lsn)}, before where the slot"
             f" {slot_name()} starts ({lsn_text(slot.restart_lsn)}): an older slot's"
         )
-    if resume_lsn > slot.current_wal_lsn:
+    if stored.resume_lsn > slot.current_wal_lsn:
         return (
-            f"they resume at {lsn_text(resume_lsn)}, past the end of this server's WAL"
-            f" ({lsn_text(slot.current_wal_lsn)}): another server's"
+            f"they resume at {lsn_text(stored.resume_lsn)}, past the end of this"
+            f" server's WAL ({lsn_text(slot.current_wal_lsn)}): another server's"
         )
     return None
+
+
+class StoredPosition(Protocol):
+    """What `offsets_mismatch` reads of a stored offset (events.cdc.connector's)."""
+
+    @property
+    def resume_lsn(self) -> int: ...
+
+    @property
+    def sent_lsn(self) -> int: ...
 
 
 def wait_slot_inactive(*, timeout: float = 30.0) -> bool:
@@ -286,6 +296,20 @@ def unread_events(
         )
         row = cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+@contextlib.contextmanager
+def publishing_paused() -> Iterator[None]:
+    """Hold SLOT_DROP_LOCK exclusively: publishers in cdc mode (which take it shared)
+    wait, and those in a transaction now commit first, so what the slot holds is
+    final while the block counts it and drops the slot."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s, %s)", list(SLOT_DROP_LOCK))
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", list(SLOT_DROP_LOCK))
 
 
 def drop_slot(*, timeout: float = 30.0) -> bool:

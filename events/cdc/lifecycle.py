@@ -1,8 +1,8 @@
 """The connector's steps that need both Kafka Connect and the database.
 
 `configure` (`cdc_connector register`) creates or updates the connector and resets
-its stored offsets when they do not fit the slot; `stop_and_count_unread`
-(`cdc_connector delete --drop-slot`) counts what the slot holds that Debezium has not
+its stored offsets when they do not fit the slot; `stop_for_drop` and `count_unread`
+(`cdc_connector delete --drop-slot`) count what the slot holds that Debezium has not
 sent. Each returns what it did or found; the command reports it and decides.
 """
 
@@ -15,7 +15,7 @@ from django.db import connection
 
 from events.cdc import database
 from events.cdc.connector import stored_offset
-from events.cdc.rest import ConnectClient
+from events.cdc.rest import ConnectClient, ConnectError
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,9 @@ def configure(client: ConnectClient, name: str, config: dict[str, str]) -> str |
     created STOPPED and checked before a task reads them. Resetting loses nothing the
     slot holds: Debezium then starts at the slot's confirmed position.
     """
+    # The slot before the offsets: both only move forward, so an offset read after
+    # the slot's position can't look older than it.
+    slot = database.slot_position()
     status = client.status(name)
     if status is None:
         # Not PUT again afterwards: a PUT restarts a stopped connector, and a resume
@@ -45,13 +48,22 @@ def configure(client: ConnectClient, name: str, config: dict[str, str]) -> str |
         # (Connect logs "Failed to start connector", harmlessly).
         client.create_stopped(name, config)
     stored = stored_offset(client.offsets(name), connection.settings_dict["NAME"])
-    mismatch = database.offsets_mismatch(stored.resume_lsn) if stored else None
+    mismatch = database.offsets_mismatch(stored, slot) if stored and slot else None
     if status is not None:
-        stopped = status["connector"]["state"] == "STOPPED"
-        if mismatch and not stopped:
+        running = status["connector"]["state"] != "STOPPED"
+        if mismatch and running:
+            # Its task must be gone before the reset, or its last offset commit could
+            # land after the reset and bring the stale offsets back.
             client.stop(name)
-        client.put_config(name, config)
-        if not mismatch and not stopped:
+            client.wait_stopped(name)
+            database.wait_slot_inactive()
+        try:
+            client.put_config(name, config)
+        except ConnectError:
+            if mismatch and running:
+                client.resume(name)  # as it was
+            raise
+        if not mismatch and running:
             return None  # running on offsets of its slot: only the config may change
         # Else stopped, maybe by a run that failed before it resumed: resume.
     if mismatch:
@@ -60,20 +72,25 @@ def configure(client: ConnectClient, name: str, config: dict[str, str]) -> str |
     return mismatch
 
 
-def stop_and_count_unread(
+def stop_for_drop(
     client: ConnectClient, name: str, status: dict[str, Any] | None
-) -> Unread | None:
-    """Stop the connector and count the slot's unsent events; None without a slot.
-
-    A peek needs the slot to itself, so the connector (if any) is stopped first,
-    which keeps its config and offsets. Its stored offset tells the inserts it
-    already sent from those it has not (see `database.unread_events`).
-    """
+) -> bool:
+    """Stop the connector (config and offsets kept) and wait until its task let go of
+    the slot: a peek needs the slot to itself. Return whether the slot exists."""
     if status is not None:
         client.stop(name)
         client.wait_stopped(name)
-    if not database.wait_slot_inactive():
-        return None
+    return database.wait_slot_inactive()
+
+
+def count_unread(
+    client: ConnectClient, name: str, status: dict[str, Any] | None
+) -> Unread:
+    """Count the slot's outbox events the stopped connector has not sent.
+
+    Its stored offset tells the inserts it already sent from those it has not (see
+    `database.unread_events`); without a connector the count is an upper bound.
+    """
     offsets = client.offsets(name) if status is not None else {}
     stored = stored_offset(offsets, connection.settings_dict["NAME"])
     count = database.unread_events(

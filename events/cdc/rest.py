@@ -56,6 +56,9 @@ class ConnectClient:
         """Stop the connector and its tasks, keeping its config (KIP-875)."""
         self._call("PUT", f"/connectors/{name}/stop")
 
+    def pause(self, name: str) -> None:
+        self._call("PUT", f"/connectors/{name}/pause")
+
     def resume(self, name: str) -> None:
         self._call("PUT", f"/connectors/{name}/resume")
 

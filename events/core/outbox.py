@@ -24,6 +24,10 @@ from events.models import OutboxEvent
 
 # First key of the two-key advisory lock space used for per-key publish ordering.
 PUBLISH_LOCK_CLASS = 7_001
+# In cdc mode every publish takes this lock shared, and `cdc_connector delete
+# --drop-slot` exclusive from its count of the slot's unsent events to the drop: no
+# event commits into a slot that is about to be dropped uncounted.
+SLOT_DROP_LOCK = (7_006, 0)
 
 
 # Kafka's record batch header (61 bytes) plus a record's own varints (length,
@@ -144,19 +148,21 @@ def _lock_and_check_slot(cursor: CursorWrapper, lock_key: str) -> None:
     In cdc mode the row is deleted at once: the event exists only in the WAL, and only a
     replication slot keeps that WAL until Debezium has read it. Without the slot
     (`manage.py cdc_connector register` creates it) the event would be lost, so the
-    business transaction fails instead. Same round trip as the lock.
+    business transaction fails instead. Same round trip as the lock, and the shared
+    SLOT_DROP_LOCK: a slot being dropped is not published into.
     """
     slot = cdc_slot_name(connection.settings_dict["NAME"])
     cursor.execute(
         "SELECT pg_advisory_xact_lock(%s, hashtext(%s)),"
+        " pg_advisory_xact_lock_shared(%s, %s),"
         " EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s"
         # A slot still being created is listed before it is consistent: a transaction
         # committing then is not decoded. Its confirmed position is set once it is.
         " AND database = current_database() AND confirmed_flush_lsn IS NOT NULL)",
-        [PUBLISH_LOCK_CLASS, lock_key, slot],
+        [PUBLISH_LOCK_CLASS, lock_key, *SLOT_DROP_LOCK, slot],
     )
     found = cursor.fetchone()
-    if not (found and found[1]):
+    if not (found and found[2]):
         raise OutboxError(
             f"OUTBOX_RELAY=cdc but the replication slot {slot!r} does not exist, so "
             "nothing would capture this event; run `manage.py cdc_connector register`"

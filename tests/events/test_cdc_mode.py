@@ -333,6 +333,33 @@ def test_an_insert_before_the_last_sent_one_in_a_later_commit_is_unread(
     assert database.unread_events() == 2
 
 
+def test_publishers_wait_while_a_slot_drop_counts_and_drops(slot: str) -> None:
+    """`cdc_connector delete --drop-slot` holds SLOT_DROP_LOCK from its count of the
+    slot's unsent events to the drop; a publish in between would be lost uncounted."""
+    import psycopg
+    from django.db import OperationalError
+
+    from events.core.outbox import SLOT_DROP_LOCK
+
+    url = "postgresql://{USER}:{PASSWORD}@{HOST}:{PORT}/{NAME}".format(
+        **{k: connection.settings_dict[k] or "" for k in
+           ("USER", "PASSWORD", "HOST", "PORT", "NAME")}
+    )  # fmt: skip
+    with psycopg.connect(url, autocommit=True) as dropper:
+        dropper.execute("SELECT pg_advisory_lock(%s, %s)", list(SLOT_DROP_LOCK))
+        with (
+            pytest.raises(OperationalError, match="lock timeout"),
+            transaction.atomic(),
+        ):
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '300ms'")
+            publish(created(1))
+        dropper.execute("SELECT pg_advisory_unlock(%s, %s)", list(SLOT_DROP_LOCK))
+    with transaction.atomic():
+        publish(created(2))
+    assert database.unread_events() == 1
+
+
 def peek(slot: str) -> list[tuple[int, int, str]]:
     """(position, transaction, message type) of what the slot would stream."""
     with connection.cursor() as cursor:
@@ -345,15 +372,22 @@ def peek(slot: str) -> list[tuple[int, int, str]]:
         return [(int(lsn), int(xid), kind) for lsn, xid, kind in cursor.fetchall()]
 
 
-def test_stored_offsets_at_or_before_the_slot_start_are_an_older_slots(
+def test_stored_offsets_sent_before_the_slot_start_are_an_older_slots(
     slot: str,
 ) -> None:
     position = database.slot_position()
     assert position is not None
-    older = database.offsets_mismatch(position.restart_lsn)
+
+    def at(sent: int, resume: int | None = None) -> str | None:
+        stored = StoredOffset(
+            resume_lsn=sent if resume is None else resume, sent_lsn=sent
+        )
+        return database.offsets_mismatch(stored, position)
+
+    older = at(position.restart_lsn - 1)
     assert older and older.endswith("an older slot's")
-    assert database.offsets_mismatch(position.restart_lsn + 1) is None
-    other = database.offsets_mismatch(position.current_wal_lsn + 2**32)
+    assert at(position.restart_lsn) is None  # Debezium resumes there
+    other = at(position.current_wal_lsn, resume=position.current_wal_lsn + 2**32)
     assert other and other.endswith("another server's")
 
 

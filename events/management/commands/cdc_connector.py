@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from events.cdc import database, lifecycle
 from events.cdc.connector import connector_config, connector_name, heartbeat_topic
@@ -58,6 +58,14 @@ def summary(status: dict[str, Any] | None) -> dict[str, Any]:
         for t in status.get("tasks", [])
     ]
     return {"connector": status["connector"]["state"], "tasks": tasks}
+
+
+def restore_state(client: ConnectClient, name: str, state: str | None) -> None:
+    """Put a connector stopped for a count back as it was (RUNNING or PAUSED)."""
+    if state == "RUNNING":
+        client.resume(name)
+    elif state == "PAUSED":
+        client.pause(name)
 
 
 class Command(BaseCommand):
@@ -216,9 +224,9 @@ class Command(BaseCommand):
         """
         status = client.status(name)
         if drop_slot:
-            self.check_unread(client, name, status, discard_unread=discard_unread)
+            self.drop_slot(client, name, status, discard_unread=discard_unread)
             if status is not None:
-                # Its offsets name the slot's WAL: without the slot they mean nothing.
+                # Its offsets name the dropped slot's WAL: they mean nothing now.
                 client.reset_offsets(name)
         if client.delete(name):
             client.wait_deleted(name)
@@ -227,14 +235,10 @@ class Command(BaseCommand):
             self.stdout.write(f"no connector {name}")
         try:
             database.wait_slot_inactive()
-            if drop_slot:
-                dropped = database.drop_slot()
-                state = "dropped" if dropped else "no"
-                self.stdout.write(f"{state} replication slot {database.slot_name()}")
         except database.CdcDatabaseError as error:
             raise CommandError(str(error)) from None
 
-    def check_unread(
+    def drop_slot(
         self,
         client: ConnectClient,
         name: str,
@@ -242,20 +246,37 @@ class Command(BaseCommand):
         *,
         discard_unread: bool,
     ) -> None:
-        """Refuse to drop a slot that holds outbox events Debezium has not sent.
+        """Stop the connector, count what the slot holds unsent, drop it if nothing.
 
         Their rows are gone (publish deletes them at once): the slot's WAL is the only
-        copy, and dropping it loses them without a trace. On a refusal a connector
-        that ran (stopped to count) is resumed, so nothing has changed.
+        copy, and dropping it loses them without a trace. Publishers wait from the
+        count to the drop (`publishing_paused`), so none commits in between. On a
+        refusal or a failure a connector that ran (stopped to count) is resumed, so
+        nothing has changed.
         """
+        was = status["connector"]["state"] if status is not None else None
         try:
-            unread = lifecycle.stop_and_count_unread(client, name, status)
-        except database.CdcDatabaseError as error:
-            raise CommandError(str(error)) from None
-        if unread is None or not unread.count:
-            return
+            if not lifecycle.stop_for_drop(client, name, status):
+                self.stdout.write(f"no replication slot {database.slot_name()}")
+                return
+            with database.publishing_paused():
+                unread = lifecycle.count_unread(client, name, status)
+                if unread.count:
+                    self.refuse_unless_discarding(unread, status, discard_unread)
+                database.drop_slot()
+        except (ConnectError, DatabaseError, database.CdcDatabaseError) as error:
+            restore_state(client, name, was)
+            raise CommandError(f"the slot was not dropped: {error}") from None
+        except CommandError:
+            restore_state(client, name, was)
+            raise
+        self.stdout.write(f"dropped replication slot {database.slot_name()}")
+
+    def refuse_unless_discarding(
+        self, unread: lifecycle.Unread, status: dict[str, Any] | None, discard: bool
+    ) -> None:
         slot = database.slot_name()
-        if discard_unread:
+        if discard:
             self.stdout.write(
                 self.style.WARNING(
                     f"discarding {unread.count} outbox events in {slot} that Debezium "
@@ -263,8 +284,6 @@ class Command(BaseCommand):
                 )
             )
             return
-        if status is not None and status["connector"]["state"] != "STOPPED":
-            client.resume(name)
         send = (
             "Let the connector send them (`cdc_connector status`; `cdc_connector "
             "restart` once what failed its task is fixed)"
