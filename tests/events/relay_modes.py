@@ -23,7 +23,10 @@ from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CONNECT_SH = ROOT / "infra/connect/connect.sh"
-CONNECT_PID = ROOT / ".local/connect/connect.pid"
+# Where connect.sh keeps the worker's pid (its CONNECT_HOME, as the script reads it).
+CONNECT_PID = (
+    Path(os.environ.get("CONNECT_HOME", ROOT / ".local/connect")) / "connect.pid"
+)
 
 
 def connect_ctl(action: str) -> str:
