@@ -90,7 +90,7 @@ def verdict(poison: list[tuple[str, str]]) -> dict[str, Any]:
     lost.extend(_business_changes_without_effect())
 
     order, retried = _order_violations(published, inbox)
-    kafka_order = _kafka_order_violations(published)
+    kafka_order, missing_on_kafka = _kafka_order_violations(published)
     found = set(DeadLetter.objects.values_list("original_topic", "key_text"))
     expected = set(poison)
     return {
@@ -101,6 +101,7 @@ def verdict(poison: list[tuple[str, str]]) -> dict[str, Any]:
         "duplicates_absorbed": sum(
             InboxDuplicateCount.objects.values_list("count", flat=True)
         ),
+        "missing_on_kafka": missing_on_kafka,
         "order_violations": order + kafka_order,
         "order_violations_handling": order,
         "order_violations_on_kafka": kafka_order,
@@ -193,9 +194,12 @@ def _order_violations(
     return violations, retried
 
 
-def _kafka_order_violations(published: list[tuple[Any, ...]]) -> int:
-    """Keys whose events are on Kafka in another order than their commit order."""
+def _kafka_order_violations(published: list[tuple[Any, ...]]) -> tuple[int, int]:
+    """Keys whose events are on Kafka in another order than their commit order; and
+    committed events found on no topic (read by their event_id header, so a relay
+    that lost the header would show here, not pass the order check on no data)."""
     commit_order: dict[Any, int] = {row[0]: row[4] for row in published}
+    seen: set[Any] = set()
     arrivals: dict[tuple[str, str], list[int]] = defaultdict(list)
     for topic in {row[2] for row in published}:
         for message in _read_all(topic):
@@ -203,16 +207,17 @@ def _kafka_order_violations(published: list[tuple[Any, ...]]) -> int:
             event_id = headers.get("event_id")
             if event_id is None:
                 continue
-            outbox_id = commit_order.get(_uuid(event_id.decode()))
+            event = _uuid(event_id.decode())
+            outbox_id = commit_order.get(event)
             if outbox_id is not None:
+                seen.add(event)
                 arrivals[(topic, message.key().decode())].append(outbox_id)
     violations = 0
     for seq in arrivals.values():
-        seen: set[int] = set()
-        firsts = [x for x in seq if not (x in seen or seen.add(x))]
+        firsts = list(dict.fromkeys(seq))  # first arrivals, in order
         if firsts != sorted(firsts):
             violations += 1
-    return violations
+    return violations, len(commit_order.keys() - seen)
 
 
 def _uuid(text: str) -> Any:

@@ -95,6 +95,18 @@ class ChaosPostgres:
             self._drop(conn, name)
             conn.execute(f'CREATE DATABASE "{name}"')
 
+    def drop_leftovers(self) -> None:
+        """Drop what an earlier run that did not finish left (the cluster is the
+        runs' own): its databases, and with them the slots that retain WAL."""
+        import psycopg
+
+        with psycopg.connect(self._admin_url(), autocommit=True) as conn:
+            names = conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'chaos\\_%'"
+            ).fetchall()
+            for (name,) in names:
+                self._drop(conn, name)
+
     def drop_database(self, name: str) -> None:
         import psycopg
 

@@ -142,27 +142,32 @@ class Injector:
 
     def _victim(self, live: list[Any]) -> Any:
         """The relay the flow depends on if there is one (the CDC task's worker),
-        else any live one."""
-        return self.stack.busiest_relay() or self.rng.choice(live)
+        else any live one (drawn either way, so a seed gives the same schedule)."""
+        drawn = self.rng.choice(live)
+        return self.stack.busiest_relay() or drawn
 
     def _relay_kill(self) -> str:
         relay = self._victim(self.stack.live_relays())
-        os.kill(relay.pid, signal.SIGKILL)
+        relay.send_signal(signal.SIGKILL)
         return f"pid {relay.pid}"
 
     def _relay_kill_draining(self) -> str:
         """Freeze the relays while the backlog grows, let one drain, kill it mid-way."""
         live = self.stack.live_relays()
         victim = self._victim(live)
-        for relay in live:
-            os.kill(relay.pid, signal.SIGSTOP)
-        time.sleep(self.rng.uniform(2.0, 4.0))
-        for relay in live:
-            if relay is not victim:
-                os.kill(relay.pid, signal.SIGCONT)
-        os.kill(victim.pid, signal.SIGCONT)
+        try:
+            for relay in live:
+                relay.send_signal(signal.SIGSTOP)
+            time.sleep(self.rng.uniform(2.0, 4.0))
+        finally:
+            # Every relay thawed whatever happened: one left frozen would stall the
+            # rest of the run. (send_signal does nothing to a process already reaped.)
+            for relay in live:
+                if relay is not victim:
+                    relay.send_signal(signal.SIGCONT)
+            victim.send_signal(signal.SIGCONT)
         time.sleep(self.rng.uniform(0.005, 0.08))
-        os.kill(victim.pid, signal.SIGKILL)
+        victim.send_signal(signal.SIGKILL)
         return f"pid {victim.pid}"
 
     def _consumer_kill(self) -> str:

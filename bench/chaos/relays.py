@@ -106,15 +106,21 @@ class ConnectWorkers:
         }
 
     def prepare(self, env: dict[str, str]) -> None:
-        """Install the jars into each worker's home (from the local Maven cache after
-        the first time), before any kill can interrupt an install."""
+        """Stop a worker an unfinished run left in a home (it would answer on the
+        port in this run's place), and install the jars into each home (from the
+        local Maven cache after the first time) before any kill can interrupt that."""
         for n in range(self.count):
-            subprocess.run(
-                ["bash", str(CONNECT_SH), "install"],
-                env=dict(env, **self.worker_env(n)),
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
+            for action in ("stop", "install"):
+                subprocess.run(
+                    ["bash", str(CONNECT_SH), action],
+                    env=dict(env, **self.worker_env(n)),
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
+            if self._get(f"{self.url(n)}/") is not None:
+                raise RuntimeError(
+                    f"{self.url(n)} answers, but no worker of ours is on it"
+                )
 
     def command(self, n: int) -> tuple[list[str], dict[str, str]]:
         return ["bash", str(CONNECT_SH), "run"], self.worker_env(n)

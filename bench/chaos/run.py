@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -10,6 +12,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,14 +48,63 @@ class ChaosConfig:
 
 
 def run(config: ChaosConfig) -> dict[str, Any]:
+    """Set up, run and check; whatever happens, clean up (brokers, the cluster, the
+    stack's processes, slots and topics), so that a failed run leaves nothing that
+    a later one would meet."""
     began = time.time()
     brokers = Brokers(nodes=config.nodes)
+    postgres = ChaosPostgres()
+    database = f"chaos_{config.label}"
+    relays: Relays = PollingRelays()
+    if config.relay == "cdc":
+        relays = ConnectWorkers(
+            label=config.label,
+            database=database,
+            count=config.relays,
+            replication_factor=3 if config.nodes >= 3 else 1,
+        )
+    with _one_run_at_a_time():
+        try:
+            return _run(config, began, brokers, postgres, relays, database)
+        finally:
+            _clean_up(config, brokers, postgres, relays, database)
+
+
+# Machine-wide, as what the runs share is: the `chaos` cluster, the broker's and the
+# web's ports (a second clone of the project meets them too).
+LOCK_PATH = Path("/tmp/outbox-chaos-run.lock")
+
+
+@contextlib.contextmanager
+def _one_run_at_a_time() -> Iterator[None]:
+    """Wait for another chaos run on this machine to end (each restarts and cleans
+    the cluster they share)."""
+    with LOCK_PATH.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            logger.warning("waiting for another chaos run (%s) to end", lock.read())
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        yield
+
+
+def _run(
+    config: ChaosConfig,
+    began: float,
+    brokers: Brokers,
+    postgres: ChaosPostgres,
+    relays: Relays,
+    database: str,
+) -> dict[str, Any]:
     brokers.start()
     logger.info("kafka up (%d node(s)) after %.1f s", config.nodes, time.time() - began)
-    postgres = ChaosPostgres()
     postgres.start()
+    postgres.drop_leftovers()
     logger.info("postgresql up after %.1f s", time.time() - began)
-    database = f"chaos_{config.label}"
     env = _environment(config, brokers, postgres, database)
     os.environ.update(env)
     postgres.create_database(database)
@@ -73,14 +125,6 @@ def run(config: ChaosConfig) -> dict[str, Any]:
     from events.core.conf import pipeline_settings
 
     conf = pipeline_settings()
-    relays: Relays = PollingRelays()
-    if config.relay == "cdc":
-        relays = ConnectWorkers(
-            label=config.label,
-            database=database,
-            count=config.relays,
-            replication_factor=3 if config.nodes >= 3 else 1,
-        )
     stack = Stack(
         env=dict(os.environ),
         logs=ROOT / ".local" / "chaos" / config.label,
@@ -98,8 +142,8 @@ def run(config: ChaosConfig) -> dict[str, Any]:
         poison_topics=[conf.topic(s) for s in conf.streams],
         database_url=postgres.url(database, scheme="postgresql"),
     )
-    stack.start()
     try:
+        stack.start()
         # After the stack: in cdc mode the connector's slot must exist first.
         logger.info("stack up after %.1f s", time.time() - began)
         tokens, seats = _seed(config)
@@ -154,7 +198,6 @@ def run(config: ChaosConfig) -> dict[str, Any]:
     result["passed"] = passed(result)
     config.out.parent.mkdir(parents=True, exist_ok=True)
     config.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    _clean_up(config, brokers, postgres, relays, database)
     return result
 
 
@@ -162,6 +205,7 @@ def passed(result: dict[str, Any]) -> bool:
     return (
         result["settled"]
         and result["lost"] == 0
+        and result["missing_on_kafka"] == 0
         and result["duplicate_effects"] == 0
         and result["order_violations"] == 0
         # No handler fails on purpose in a chaos run: an event on a retry topic means a
@@ -281,14 +325,25 @@ def _clean_up(
     relays: Relays,
     database: str,
 ) -> None:
-    from django.db import connections
+    """Each step on its own: one that fails (the run failed half-way) does not keep
+    the others from running."""
 
-    from events.core.topics import delete_topics_with_prefix
+    def delete_topics() -> None:
+        from events.core.topics import delete_topics_with_prefix
 
-    delete_topics_with_prefix(f"chaos-{config.label}-")
-    relays.clean_up(dict(os.environ))
-    connections.close_all()
-    if not config.keep_database:
-        postgres.drop_database(database)
-        postgres.stop()
-    brokers.stop()
+        delete_topics_with_prefix(f"chaos-{config.label}-")
+        relays.clean_up(dict(os.environ))
+
+    def drop_database() -> None:
+        from django.db import connections
+
+        connections.close_all()
+        if not config.keep_database:
+            postgres.drop_database(database)
+            postgres.stop()
+
+    for step in (delete_topics, drop_database, brokers.stop):
+        try:
+            step()
+        except Exception:  # noqa: BLE001 - the others still run
+            logger.exception("clean-up step %s failed", step.__name__)

@@ -137,6 +137,8 @@ class Stack:
 
     def stop(self) -> None:
         self._stopping = True
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)  # no restart after the list below is taken
         processes = [*self.relays, self.consumers, self.web]
         for process in processes:
             if process is not None and process.poll() is None:
@@ -184,6 +186,8 @@ class Stack:
             for n, relay in enumerate(self.relays):
                 if relay.poll() is not None and not self._stopping:
                     time.sleep(0.5)  # a service manager's restart delay
+                    if self._stopping:
+                        return
                     self.relays[n] = self._relay(n)
                     self.relay_restarts += 1
             time.sleep(0.1)
