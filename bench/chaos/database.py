@@ -138,7 +138,25 @@ class ChaosPostgres:
                 else:
                     conn.execute("SELECT pg_drop_replication_slot(%s)", [slot])
             time.sleep(0.2)
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # Not WITH (FORCE): it refuses when an autovacuum worker is on the database
+        # (not a process of this role), which after a load is often. A plain DROP
+        # stops autovacuum itself; the run's own sessions are ended first.
+        import psycopg
+
+        while True:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND usename = current_user"
+                " AND pid <> pg_backend_pid()",
+                [name],
+            )
+            try:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                return
+            except psycopg.errors.ObjectInUse:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def _admin_url(self) -> str:
         return self.url("postgres", scheme="postgresql")
