@@ -59,7 +59,8 @@ class StoredOffset:
     `resume_lsn` (Debezium's `lsn_commit`, else `lsn`) is the last commit it passed
     and stored, where its task resumes and what it checks against the slot;
     `sent_lsn` (`lsn_proc`, else `lsn`) is the last change it sent, acknowledged by
-    Kafka before Connect committed the offset, in transaction `tx_id` (`txId`).
+    Kafka before Connect committed the offset, in transaction `tx_id` (`txId`, kept
+    only for an offset stored at an insert, `messageType` INSERT).
     """
 
     resume_lsn: int
@@ -81,7 +82,11 @@ def stored_offset(offsets: dict[str, Any], database: str) -> StoredOffset | None
         sent = offset.get("lsn_proc", lsn)
         if resume is None or sent is None:
             return None
-        tx = offset.get("txId")
+        # txId names the transaction of lsn_proc only when the offset was stored at
+        # one of its changes: at a BEGIN Debezium sets txId to the new transaction
+        # but lsn_proc still holds the last commit, so the pair would pass that
+        # transaction's first inserts off as sent. Without it the count errs high.
+        tx = offset.get("txId") if offset.get("messageType") == "INSERT" else None
         return StoredOffset(
             resume_lsn=int(resume),
             sent_lsn=int(sent),

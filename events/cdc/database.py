@@ -299,12 +299,24 @@ def unread_events(
 
 
 @contextlib.contextmanager
-def publishing_paused() -> Iterator[None]:
+def publishing_paused(*, timeout_s: float = 10.0) -> Iterator[None]:
     """Hold SLOT_DROP_LOCK exclusively: publishers in cdc mode (which take it shared)
     wait, and those in a transaction now commit first, so what the slot holds is
-    final while the block counts it and drops the slot."""
+    final while the block counts it and drops the slot.
+
+    Session-level, so outside a transaction only (an error inside one would leave
+    the unlock undone). Waits at most `timeout_s` for the publishers in flight
+    (OperationalError after): every publish queues behind a waiting exclusive lock.
+    """
+    assert not connection.in_atomic_block, "publishing_paused() in a transaction"
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(%s, %s)", list(SLOT_DROP_LOCK))
+        cursor.execute(
+            "SELECT set_config('lock_timeout', %s, false)", [f"{timeout_s}s"]
+        )
+        try:
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", list(SLOT_DROP_LOCK))
+        finally:
+            cursor.execute("RESET lock_timeout")
     try:
         yield
     finally:

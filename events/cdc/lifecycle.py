@@ -1,9 +1,10 @@
 """The connector's steps that need both Kafka Connect and the database.
 
 `configure` (`cdc_connector register`) creates or updates the connector and resets
-its stored offsets when they do not fit the slot; `stop_for_drop` and `count_unread`
-(`cdc_connector delete --drop-slot`) count what the slot holds that Debezium has not
-sent. Each returns what it did or found; the command reports it and decides.
+its stored offsets when they do not fit the slot; `stop_for_drop`,
+`stored_for_count` and `count_unread` (`cdc_connector delete --drop-slot`) count what
+the slot holds that Debezium has not sent. Each returns what it did or found; the
+command reports it and decides.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from django.db import connection
 
 from events.cdc import database
-from events.cdc.connector import stored_offset
+from events.cdc.connector import StoredOffset, stored_offset
 from events.cdc.rest import ConnectClient, ConnectError
 
 
@@ -83,16 +84,27 @@ def stop_for_drop(
     return database.wait_slot_inactive()
 
 
-def count_unread(
+def stored_for_count(
     client: ConnectClient, name: str, status: dict[str, Any] | None
-) -> Unread:
+) -> StoredOffset | None:
+    """The stopped connector's stored offset (final once its task let go of the
+    slot), or None without a connector or with offsets the slot does not fit (an
+    older slot's or another server's: they would pass unsent inserts off as sent)."""
+    if status is None:
+        return None
+    stored = stored_offset(client.offsets(name), connection.settings_dict["NAME"])
+    slot = database.slot_position()
+    if stored is None or slot is None or database.offsets_mismatch(stored, slot):
+        return None
+    return stored
+
+
+def count_unread(stored: StoredOffset | None) -> Unread:
     """Count the slot's outbox events the stopped connector has not sent.
 
     Its stored offset tells the inserts it already sent from those it has not (see
-    `database.unread_events`); without a connector the count is an upper bound.
+    `database.unread_events`); without one the count is an upper bound.
     """
-    offsets = client.offsets(name) if status is not None else {}
-    stored = stored_offset(offsets, connection.settings_dict["NAME"])
     count = database.unread_events(
         committed_up_to=stored.resume_lsn if stored else None,
         tx_id=stored.tx_id if stored else None,

@@ -398,13 +398,25 @@ def test_stored_offset_reads_this_databases_lsns_from_connects_answer() -> None:
             {"partition": {"server": "cdc.other"}, "offset": {"lsn": 1}},
             {
                 "partition": {"server": topic_prefix(name)},
-                "offset": {"lsn_proc": 30, "lsn_commit": 20, "lsn": 30, "txId": 7},
+                "offset": {
+                    "lsn_proc": 30,
+                    "lsn_commit": 20,
+                    "lsn": 30,
+                    "txId": 7,
+                    "messageType": "INSERT",
+                },
             },
         ]
     }
     assert stored_offset(answer, name) == StoredOffset(
         resume_lsn=20, sent_lsn=30, tx_id=7
     )
+    # Stored at a BEGIN: txId is the new transaction, lsn_proc still the last commit;
+    # taken together they would pass that transaction's first inserts off as sent.
+    at_begin = {"offsets": [{"partition": {"server": topic_prefix(name)},
+                             "offset": {"lsn_proc": 20, "lsn_commit": 20, "lsn": 25,
+                                        "txId": 8, "messageType": "BEGIN"}}]}  # fmt: skip
+    assert stored_offset(at_begin, name) == StoredOffset(resume_lsn=20, sent_lsn=20)
     assert stored_offset({"offsets": []}, name) is None
     lsn_only = {"offsets": [{"partition": {"server": topic_prefix(name)},
                              "offset": {"lsn": 5}}]}  # fmt: skip

@@ -61,11 +61,12 @@ def summary(status: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def restore_state(client: ConnectClient, name: str, state: str | None) -> None:
-    """Put a connector stopped for a count back as it was (RUNNING or PAUSED)."""
-    if state == "RUNNING":
-        client.resume(name)
-    elif state == "PAUSED":
+    """Put a connector stopped for a count back as it was: PAUSED, or running (also
+    one that was UNASSIGNED, RESTARTING or FAILED: resumed, Connect retries it)."""
+    if state == "PAUSED":
         client.pause(name)
+    elif state not in (None, "STOPPED"):
+        client.resume(name)
 
 
 class Command(BaseCommand):
@@ -259,10 +260,16 @@ class Command(BaseCommand):
             if not lifecycle.stop_for_drop(client, name, status):
                 self.stdout.write(f"no replication slot {database.slot_name()}")
                 return
+            stored = lifecycle.stored_for_count(client, name, status)
+            # A refusal blocks no publisher: counted first without the lock, then
+            # again under it (what committed meanwhile), and dropped.
+            unread = lifecycle.count_unread(stored)
+            if unread.count:
+                self.refuse_unless_discarding(unread, status, discard_unread)
             with database.publishing_paused():
-                unread = lifecycle.count_unread(client, name, status)
-                if unread.count:
-                    self.refuse_unless_discarding(unread, status, discard_unread)
+                again = lifecycle.count_unread(stored)
+                if again.count > unread.count:
+                    self.refuse_unless_discarding(again, status, discard_unread)
                 database.drop_slot()
         except (ConnectError, DatabaseError, database.CdcDatabaseError) as error:
             restore_state(client, name, was)
