@@ -302,10 +302,7 @@ def test_an_insert_before_the_last_sent_one_in_a_later_commit_is_unread(
     below B's."""
     import psycopg
 
-    url = "postgresql://{USER}:{PASSWORD}@{HOST}:{PORT}/{NAME}".format(
-        **{k: connection.settings_dict[k] or "" for k in
-           ("USER", "PASSWORD", "HOST", "PORT", "NAME")}
-    )  # fmt: skip
+    url = own_connection_url()
     with psycopg.connect(url) as a, psycopg.connect(url) as b:
         for conn, n in ((a, 1), (b, 2)):
             conn.execute(
@@ -341,10 +338,7 @@ def test_publishers_wait_while_a_slot_drop_counts_and_drops(slot: str) -> None:
 
     from events.core.outbox import SLOT_DROP_LOCK
 
-    url = "postgresql://{USER}:{PASSWORD}@{HOST}:{PORT}/{NAME}".format(
-        **{k: connection.settings_dict[k] or "" for k in
-           ("USER", "PASSWORD", "HOST", "PORT", "NAME")}
-    )  # fmt: skip
+    url = own_connection_url()
     with psycopg.connect(url, autocommit=True) as dropper:
         dropper.execute("SELECT pg_advisory_lock(%s, %s)", list(SLOT_DROP_LOCK))
         with (
@@ -358,6 +352,14 @@ def test_publishers_wait_while_a_slot_drop_counts_and_drops(slot: str) -> None:
     with transaction.atomic():
         publish(created(2))
     assert database.unread_events() == 1
+
+
+def own_connection_url() -> str:
+    """The test database, for connections of a test's own beside Django's."""
+    return "postgresql://{USER}:{PASSWORD}@{HOST}:{PORT}/{NAME}".format(
+        **{k: connection.settings_dict[k] or "" for k in
+           ("USER", "PASSWORD", "HOST", "PORT", "NAME")}
+    )  # fmt: skip
 
 
 def peek(slot: str) -> list[tuple[int, int, str]]:
