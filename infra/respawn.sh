@@ -37,4 +37,8 @@ while :; do
   fi
   echo "respawn: $* exited with status $status; starting it again in 1 s" >&2
   sleep 1
+  # A stop that came during the pause (its trap ran once `sleep` ended).
+  if [ "$stopping" -eq 1 ]; then
+    exit 143
+  fi
 done
